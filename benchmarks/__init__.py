@@ -1,0 +1,1 @@
+"""Benchmarks that measure the plugin against stock MLflow in the same run."""

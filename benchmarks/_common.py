@@ -1,0 +1,94 @@
+"""Shared pieces: building the same registry in several databases, timing, printing."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import warnings
+from typing import Callable
+
+import sqlalchemy
+
+warnings.filterwarnings("ignore")
+
+PROMPT_TABLES = (
+    "registered_models",
+    "registered_model_tags",
+    "model_versions",
+    "model_version_tags",
+    "registered_model_aliases",
+    "prompt_alias_events",
+)
+
+
+def name_of(i: int) -> str:
+    return f"prompt_{i:05d}"
+
+
+def build_registry(plugin_uri: str, size: int) -> None:
+    """``size`` prompts, each with two versions, ``production`` on version 2 and its
+    journal event. Prompt 0 goes through ``mlflow.genai`` (so its rows are exactly what MLflow
+    writes); the others are copies of its rows with the name replaced, in one transaction."""
+    import mlflow
+    import mlflow.genai
+
+    mlflow.set_tracking_uri(plugin_uri)
+    seed = name_of(0)
+    mlflow.genai.register_prompt(name=seed, template="Answer: {{question}}", tags={"team": "qa"})
+    mlflow.genai.register_prompt(name=seed, template="Answer briefly: {{question}}",
+                                 commit_message="shorter")  # fmt: skip
+    mlflow.genai.set_prompt_alias(name=seed, alias="production", version=2)
+    engine = sqlalchemy.create_engine(plugin_uri.removeprefix("prompt-alias+"))
+    metadata = sqlalchemy.MetaData()
+    metadata.reflect(engine, only=PROMPT_TABLES)
+    with engine.begin() as conn:
+        for table_name in PROMPT_TABLES:
+            table = metadata.tables[table_name]
+            rows = [dict(r._mapping) for r in conn.execute(sqlalchemy.select(table).where(table.c.name == seed))]
+            copies = []
+            for i in range(1, size):
+                for row in rows:
+                    copy = {**row, "name": name_of(i)}
+                    copy.pop("id", None)  # autoincrement key of the journal
+                    copies.append(copy)
+            for start in range(0, len(copies), 5000):
+                conn.execute(table.insert(), copies[start : start + 5000])
+    engine.dispose()
+
+
+def reset_mlflow() -> None:
+    from mlflow.prompt.registry_utils import PromptCache
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as R
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as T
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    tracking_utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    registry_utils._get_store_registry()._get_store_with_resolved_uri.cache_clear()
+    for cls in (R, T):
+        for engine in cls._engine_map.values():
+            engine.dispose()
+        cls._engine_map.clear()
+    PromptCache._reset_instance()
+
+
+def timed(fn: Callable[[int], object], repeat: int) -> list[float]:
+    samples = []
+    for i in range(repeat):
+        t = time.perf_counter()
+        fn(i)
+        samples.append((time.perf_counter() - t) * 1000)
+    return samples
+
+
+def median_p95(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+
+
+def print_table(headers: list[str], rows: list[list[object]]) -> None:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))

@@ -1,0 +1,151 @@
+"""In-process benchmark: the same registry in a stock ``sqlite:///`` database and a
+``prompt-alias+sqlite:///`` one (and on PostgreSQL with ``--postgres-url``), measured in one
+run: median and p95 per operation, SQL statements per operation, plugin/stock ratios.
+
+    python -m benchmarks.store_bench                      # 10, 1,000 and 10,000 prompts
+    python -m benchmarks.store_bench --quick              # small, for CI
+    python -m benchmarks.store_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import shutil
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+
+import sqlalchemy
+
+from benchmarks._common import build_registry, median_p95, name_of, print_table, reset_mlflow, timed
+
+
+def _operations(size: int):
+    import mlflow.genai
+
+    rng = random.Random(42)
+    picks = [name_of(rng.randrange(size)) for _ in range(10_000)]
+    return {
+        "resolve by alias (store)": lambda store, i: store.get_prompt_version_by_alias(picks[i], "production"),
+        "resolve by version (store)": lambda store, i: store.get_prompt_version(picks[i], 2),
+        "load_prompt @alias, cache off": lambda store, i: mlflow.genai.load_prompt(
+            f"prompts:/{picks[i]}@production", cache_ttl_seconds=0),
+        "set_prompt_alias (move)": lambda store, i: mlflow.genai.set_prompt_alias(
+            name=name_of(i % size), alias="production", version=1 + (i // size) % 2),
+        "delete_prompt_alias": lambda store, i: mlflow.genai.delete_prompt_alias(
+            name=name_of(i % size), alias="staging"),
+    }  # fmt: skip
+
+
+def _join_link_threads():
+    for thread in threading.enumerate():
+        if thread.name.startswith("link_prompt"):
+            thread.join()
+
+
+def measure(uri: str, size: int, repeat: int) -> dict[str, tuple[float, float, float]]:
+    import mlflow
+    import mlflow.genai
+
+    reset_mlflow()
+    mlflow.set_tracking_uri(uri)
+    store = mlflow.MlflowClient()._get_registry_client().store
+    statements: list[str] = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    results = {}
+    for label, op in _operations(size).items():
+        if label == "delete_prompt_alias":
+            for i in range(repeat):  # something to delete, on as many prompts
+                mlflow.genai.set_prompt_alias(name=name_of(i % size), alias="staging", version=1)
+        op(store, 0)  # warm up caches and connections
+        if label == "delete_prompt_alias":
+            mlflow.genai.set_prompt_alias(name=name_of(0), alias="staging", version=1)
+        _join_link_threads()
+        statements.clear()
+        op(store, 1 % repeat)
+        _join_link_threads()
+        count = len(statements)
+        samples = timed(lambda i: op(store, i), repeat)
+        _join_link_threads()
+        med, p95 = median_p95(samples)
+        results[label] = (med, p95, count)
+    reset_mlflow()
+    return results
+
+
+def run(engine_label: str, make_pair, sizes: list[int], repeat: int) -> None:
+    rows = []
+    for size in sizes:
+        stock_uri, plugin_uri = make_pair(size)
+        stock = measure(stock_uri, size, repeat)
+        plugin = measure(plugin_uri, size, repeat)
+        for label in stock:
+            s, p = stock[label], plugin[label]
+            rows.append([label, f"{size:,}", f"{s[0]:.3f}", f"{s[1]:.3f}", f"{p[0]:.3f}", f"{p[1]:.3f}",
+                         s[2], p[2], f"{s[0] / p[0]:.1f}x"])  # fmt: skip
+    print(f"\n== {engine_label}: {repeat} calls per operation; times in ms ==")
+    print_table(["operation", "prompts", "stock median", "stock p95", "plugin median", "plugin p95",
+                 "stock SQL", "plugin SQL", "speed-up"], rows)  # fmt: skip
+    for row in rows:
+        print(f"ratio {engine_label} {row[0]} @ {row[1]} prompts: plugin is {row[8]} faster than stock "
+              f"({row[6]} -> {row[7]} statements)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10,1000,10000", help="prompt counts, comma-separated")
+    parser.add_argument("--repeat", type=int, default=200, help="calls per operation")
+    parser.add_argument("--quick", action="store_true", help="sizes 10,100 and 20 calls (for CI)")
+    parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
+    args = parser.parse_args()
+    sizes = [10, 100] if args.quick else [int(s) for s in args.sizes.split(",")]
+    repeat = 20 if args.quick else args.repeat
+    workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-bench-"))
+
+    def sqlite_pair(size):
+        seed = workdir / f"seed-{size}.db"
+        build_registry(f"prompt-alias+sqlite:///{seed}", size)
+        reset_mlflow()
+        for copy in ("stock", "plugin"):
+            shutil.copy(seed, workdir / f"{copy}-{size}.db")
+        return f"sqlite:///{workdir}/stock-{size}.db", f"prompt-alias+sqlite:///{workdir}/plugin-{size}.db"
+
+    try:
+        run("sqlite", sqlite_pair, sizes, repeat)
+        if args.postgres_url:
+            admin = sqlalchemy.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+            created = []
+
+            def postgres_pair(size):
+                seed = f"bench_{uuid.uuid4().hex[:8]}"
+                with admin.connect() as conn:
+                    conn.execute(sqlalchemy.text(f"CREATE DATABASE {seed}"))
+                created.append(seed)
+                url = sqlalchemy.engine.make_url(args.postgres_url)
+                build_registry("prompt-alias+" + url.set(database=seed).render_as_string(False), size)
+                reset_mlflow()
+                pair = []
+                for copy in ("stock", "plugin"):
+                    name = f"{seed}_{copy}"
+                    with admin.connect() as conn:
+                        conn.execute(sqlalchemy.text(f"CREATE DATABASE {name} TEMPLATE {seed}"))
+                    created.append(name)
+                    pair.append(url.set(database=name).render_as_string(False))
+                return pair[0], "prompt-alias+" + pair[1]
+
+            try:
+                run("postgresql", postgres_pair, sizes, repeat)
+            finally:
+                reset_mlflow()
+                with admin.connect() as conn:
+                    for name in created:
+                        conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                admin.dispose()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""mlflow-prompt-alias-store: journaled, race-free, fast aliases for MLflow's Prompt Registry.
+
+Pick the ``prompt-alias+<SQLAlchemy URL>`` URI scheme (for example
+``prompt-alias+sqlite:///mlflow.db``) and existing MLflow code keeps working unchanged.
+
+This module stays import-light: MLflow imports this package through its entry points while
+``mlflow`` itself is still importing, so public names are resolved lazily on first access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from mlflow_prompt_alias_store._client import (
+        PromptAliasClient,
+        get_alias_history,
+        get_protection_history,
+        list_aliases,
+        list_protected_aliases,
+        protect_alias,
+        resolve_alias_at,
+        rollback_alias,
+        set_alias_if,
+        unprotect_alias,
+    )
+    from mlflow_prompt_alias_store._entities import (
+        AliasAssignment,
+        AliasEvent,
+        ProtectedAlias,
+        ProtectionEvent,
+    )
+    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+    from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, SUPPORTED_SCHEMES, parse_store_uri
+
+_LAZY = {
+    "AliasAssignment": "mlflow_prompt_alias_store._entities",
+    "AliasEvent": "mlflow_prompt_alias_store._entities",
+    "ProtectedAlias": "mlflow_prompt_alias_store._entities",
+    "ProtectionEvent": "mlflow_prompt_alias_store._entities",
+    "PromptAliasClient": "mlflow_prompt_alias_store._client",
+    "get_alias_history": "mlflow_prompt_alias_store._client",
+    "get_protection_history": "mlflow_prompt_alias_store._client",
+    "list_aliases": "mlflow_prompt_alias_store._client",
+    "list_protected_aliases": "mlflow_prompt_alias_store._client",
+    "protect_alias": "mlflow_prompt_alias_store._client",
+    "resolve_alias_at": "mlflow_prompt_alias_store._client",
+    "rollback_alias": "mlflow_prompt_alias_store._client",
+    "set_alias_if": "mlflow_prompt_alias_store._client",
+    "unprotect_alias": "mlflow_prompt_alias_store._client",
+    "PromptAliasRegistryStore": "mlflow_prompt_alias_store._store",
+    "SCHEME_PREFIX": "mlflow_prompt_alias_store._uri",
+    "SUPPORTED_SCHEMES": "mlflow_prompt_alias_store._uri",
+    "parse_store_uri": "mlflow_prompt_alias_store._uri",
+}
+
+__all__ = [
+    "AliasAssignment",
+    "AliasEvent",
+    "PromptAliasClient",
+    "PromptAliasRegistryStore",
+    "ProtectedAlias",
+    "ProtectionEvent",
+    "SCHEME_PREFIX",
+    "SUPPORTED_SCHEMES",
+    "__version__",
+    "get_alias_history",
+    "get_protection_history",
+    "list_aliases",
+    "list_protected_aliases",
+    "parse_store_uri",
+    "protect_alias",
+    "resolve_alias_at",
+    "rollback_alias",
+    "set_alias_if",
+    "unprotect_alias",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,72 @@
+"""Entry-point targets: tiny builders that MLflow calls to construct our stores.
+
+MLflow loads ``mlflow.tracking_store`` entry points while ``mlflow.tracking`` is still
+importing, so nothing here may import ``mlflow.store…`` (or this package's store module)
+at module level: that is a circular import ("partially initialized module").
+"""
+
+from __future__ import annotations
+
+import os
+
+# Written by ``mlflow server`` (``--read-replica-backend-store-uri``); MLflow's own server
+# builders read it the same way.
+_READ_REPLICA_ENV_VAR = "_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE"
+# Written by ``mlflow server`` so that stores built later in the process keep its artifact root.
+_SERVER_ARTIFACT_ROOT_ENV_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+
+
+def _read_replica_db_uri() -> str | None:
+    from mlflow_prompt_alias_store._uri import inner_db_uri
+
+    return inner_db_uri(os.environ.get(_READ_REPLICA_ENV_VAR) or None)
+
+
+def _refuse_workspaces() -> None:
+    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    if MLFLOW_ENABLE_WORKSPACES.get():
+        raise MlflowException(
+            "prompt-alias stores do not support MLflow workspaces; unset "
+            "MLFLOW_ENABLE_WORKSPACES (or drop --enable-workspaces) to use them.",
+            INVALID_PARAMETER_VALUE,
+        )
+
+
+def tracking_store(store_uri: str, artifact_uri: str | None = None):
+    """Build MLflow's own SQLAlchemy tracking store on the inner database URL.
+
+    Args:
+        store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI.
+        artifact_uri: The default artifact root; ``None`` means what stock MLflow uses
+            in-process (the server's root when inside ``mlflow server``, else ``./mlruns``).
+    """
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_prompt_alias_store._uri import parse_store_uri
+
+    parsed = parse_store_uri(store_uri)
+    _refuse_workspaces()
+    if artifact_uri is None:
+        artifact_uri = os.environ.get(
+            _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+        )
+    return SqlAlchemyStore(parsed.db_uri, artifact_uri, read_db_uri=_read_replica_db_uri())
+
+
+def registry_store(store_uri: str, tracking_uri: str | None = None):
+    """Build this package's registry store (``PromptAliasRegistryStore``).
+
+    Args:
+        store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI.
+        tracking_uri: Accepted because MLflow passes it to registry builders; unused.
+    """
+    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+
+    _refuse_workspaces()
+    return PromptAliasRegistryStore(
+        store_uri=store_uri, tracking_uri=tracking_uri, read_db_uri=_read_replica_db_uri()
+    )

@@ -1,0 +1,281 @@
+"""The ``mlflow-prompt-alias`` console script."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+import click
+
+from mlflow_prompt_alias_store._uri import redact
+
+_TRACKING_URI = click.option(
+    "--tracking-uri",
+    envvar="MLFLOW_TRACKING_URI",
+    required=True,
+    help="A prompt-alias+<database URL> URI (default: $MLFLOW_TRACKING_URI).",
+)
+_OUTPUT = click.option(
+    "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+
+
+def _fail(e: Exception) -> None:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, MlflowException):
+        # Errors relayed by a server already start with their code.
+        message = e.message if e.message.startswith(f"{e.error_code}: ") else f"{e.error_code}: {e.message}"
+    else:
+        message = f"{type(e).__name__}: {e}"
+    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    sys.exit(1)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except click.exceptions.Exit:
+        raise
+    except Exception as e:
+        _fail(e)
+
+
+def _format_time(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _echo_events(events, token, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"events": [e.to_dict() for e in events], "next_page_token": token}))
+        return
+    headers = ["sequence", "time", "name", "alias", "action", "from", "to", "actor"]
+    rows = [
+        [e.sequence, _format_time(e.timestamp), e.name, e.alias, e.action, e.from_version,
+         e.to_version, e.actor]
+        for e in events
+    ]  # fmt: skip
+    click.echo(_table(headers, rows))
+    if token:
+        click.echo(f"next page: --page-token {token}")
+
+
+@click.group(name="mlflow-prompt-alias")
+def cli() -> None:
+    """History, point-in-time lookup and management of MLflow prompt aliases."""
+
+
+@cli.group()
+def db() -> None:
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.argument("url")
+def db_upgrade(url: str) -> None:
+    """Create or upgrade MLflow's tables and then this package's, at URL.
+
+    URL is a prompt-alias+<database URL>. Take a backup first, as for `mlflow db upgrade`.
+    """
+
+    def upgrade() -> None:
+        import mlflow.store.db.utils as db_utils
+
+        from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+        from mlflow_prompt_alias_store._uri import parse_store_uri
+
+        parsed = parse_store_uri(url)
+        engine = db_utils.create_sqlalchemy_engine_with_retry(parsed.db_uri)
+        try:
+            # MLflow's own schema first (what `mlflow db upgrade` does), then ours, through
+            # the same path a store takes when it opens the database.
+            if db_utils._all_tables_exist(engine):
+                db_utils._upgrade_db(engine)
+            else:
+                db_utils._initialize_tables(engine)
+        finally:
+            engine.dispose()
+        PromptAliasRegistryStore(url)._dispose_engine()
+        click.echo(f"Upgraded {redact(url)}")
+
+    _run(upgrade)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--alias", default=None, help="Only this alias's events.")
+@click.option("--max-results", type=int, default=100, show_default=True)
+@click.option("--page-token", default=None)
+@_TRACKING_URI
+@_OUTPUT
+def history(name, alias, max_results, page_token, tracking_uri, output) -> None:
+    """The alias events of prompt NAME, newest first."""
+    page = _run(
+        lambda: _client(tracking_uri).get_alias_history(
+            name, alias=alias, max_results=max_results, page_token=page_token
+        )
+    )
+    _echo_events(list(page), page.token, output)
+
+
+
+def _client(tracking_uri: str):
+    from mlflow_prompt_alias_store._client import PromptAliasClient
+
+    return PromptAliasClient(tracking_uri)
+
+
+def parse_time(value: str) -> int:
+    """ISO-8601 (``2026-11-20T14:00:00Z``; no offset means UTC) or milliseconds since the
+    epoch, as milliseconds since the epoch."""
+    if value.isdigit():
+        return int(value)
+    try:
+        t = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is neither ISO-8601 (e.g. 2026-11-20T14:00:00Z) nor milliseconds "
+            "since the epoch.",
+            param_hint="TIME",
+        )
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias")
+@click.argument("time")
+@_TRACKING_URI
+@_OUTPUT
+def at(name, alias, time, tracking_uri, output) -> None:
+    """The version ALIAS of prompt NAME pointed to at TIME (ISO-8601 or epoch ms)."""
+    timestamp_ms = parse_time(time)
+    version = _run(lambda: _client(tracking_uri).resolve_alias_at(name, alias, timestamp_ms))
+    if output == "json":
+        click.echo(json.dumps({"name": name, "alias": alias, "timestamp": timestamp_ms,
+                               "version": version}))  # fmt: skip
+    else:
+        click.echo(_table(["name", "alias", "time", "version"], [
+            [name, alias, _format_time(timestamp_ms), "-" if version is None else version]]))  # fmt: skip
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias")
+@_TRACKING_URI
+@_OUTPUT
+def rollback(name, alias, tracking_uri, output) -> None:
+    """Undo the latest change of ALIAS of prompt NAME."""
+    event = _run(lambda: _client(tracking_uri).rollback_alias(name, alias))
+    _echo_events([event], None, output)
+
+
+@cli.command("set-if")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=int)
+@click.option("--expected", default=None,
+              help="The version ALIAS must point to now; 'none' if it must not exist yet.")  # fmt: skip
+@_TRACKING_URI
+@_OUTPUT
+def set_if(name, alias, version, expected, tracking_uri, output) -> None:
+    """Point ALIAS of prompt NAME at VERSION only if it points at --expected now."""
+    if expected is None or expected.lower() == "none":
+        expected_version = None
+    elif expected.isdigit():
+        expected_version = int(expected)
+    else:
+        raise click.BadParameter("a version number or 'none'", param_hint="--expected")
+    event = _run(lambda: _client(tracking_uri).set_alias_if(name, alias, version, expected_version))
+    if event is None:
+        if output == "json":
+            click.echo(json.dumps({"events": [], "next_page_token": None}))
+        else:
+            click.echo(f"{alias} of {name} already points to version {version}; nothing changed")
+        return
+    _echo_events([event], None, output)
+
+
+@cli.command()
+@click.option("--name", default=None, help="Only this prompt's aliases.")
+@click.option("--alias", default=None, help="Only this alias, across prompts.")
+@_TRACKING_URI
+@_OUTPUT
+def aliases(name, alias, tracking_uri, output) -> None:
+    """The current alias assignments."""
+    rows = _run(lambda: _client(tracking_uri).list_aliases(name=name, alias=alias))
+    if output == "json":
+        click.echo(json.dumps({"aliases": [r.to_dict() for r in rows]}))
+    else:
+        click.echo(_table(["name", "alias", "version"], [[r.name, r.alias, r.version] for r in rows]))
+
+
+@cli.command()
+@click.argument("alias")
+@_TRACKING_URI
+@_OUTPUT
+def protect(alias, tracking_uri, output) -> None:
+    """Protect ALIAS in every prompt: it can be moved, not deleted."""
+    p = _run(lambda: _client(tracking_uri).protect_alias(alias))
+    _echo_protected([p], output)
+
+
+@cli.command()
+@click.argument("alias")
+@_TRACKING_URI
+@_OUTPUT
+def unprotect(alias, tracking_uri, output) -> None:
+    """Lift the protection of ALIAS."""
+    _run(lambda: _client(tracking_uri).unprotect_alias(alias))
+    if output == "json":
+        click.echo(json.dumps({"alias": alias, "protected": False}))
+    else:
+        click.echo(f"{alias} is no longer protected")
+
+
+@cli.command()
+@click.option("--history", is_flag=True, help="Every protect and unprotect, newest first.")
+@_TRACKING_URI
+@_OUTPUT
+def protected(history, tracking_uri, output) -> None:
+    """The protected aliases (or, with --history, who protected and unprotected them)."""
+    if not history:
+        _echo_protected(_run(lambda: _client(tracking_uri).list_protected_aliases()), output)
+        return
+    events = _run(lambda: _client(tracking_uri).get_protection_history())
+    if output == "json":
+        click.echo(json.dumps({"events": [e.to_dict() for e in events]}))
+    else:
+        click.echo(_table(["time", "alias", "action", "actor"], [
+            [_format_time(e.timestamp), e.alias, e.action, e.actor] for e in events]))  # fmt: skip
+
+
+def _echo_protected(rows, output: str) -> None:
+    if output == "json":
+        click.echo(json.dumps({"protected_aliases": [r.to_dict() for r in rows]}))
+    else:
+        click.echo(_table(["alias", "protected since", "by"], [
+            [r.alias, _format_time(r.timestamp), r.actor] for r in rows]))  # fmt: skip
+
+
+def main() -> None:
+    cli(prog_name="mlflow-prompt-alias")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,261 @@
+"""``PromptAliasClient``: the package's own verbs, for what stock MLflow has no verb for."""
+
+from __future__ import annotations
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.store.entities.paged_list import PagedList
+
+from mlflow_prompt_alias_store._entities import (
+    AliasAssignment,
+    AliasEvent,
+    ProtectedAlias,
+    ProtectionEvent,
+)
+from mlflow_prompt_alias_store._uri import SCHEME_PREFIX
+
+
+def _resolve_store(tracking_uri: str | None):
+    """The ``PromptAliasRegistryStore`` behind ``tracking_uri`` (or the current one), or a
+    REST backend with the same methods for an ``http(s)://`` server running the app."""
+    from mlflow.tracking._model_registry.utils import _get_store, _resolve_registry_uri
+
+    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+
+    registry_uri = tracking_uri or _resolve_registry_uri()
+    if registry_uri and registry_uri.startswith(("http://", "https://")):
+        from mlflow_prompt_alias_store._rest import RestAliasBackend
+
+        return RestAliasBackend(registry_uri)
+    if not registry_uri or not registry_uri.startswith(SCHEME_PREFIX):
+        raise MlflowException(
+            f"PromptAliasClient needs a {SCHEME_PREFIX}<database URL> tracking URI, or the "
+            f"http(s):// address of `mlflow server --app-name prompt-alias`; got "
+            f"{registry_uri!r}. Set one with mlflow.set_tracking_uri(...), "
+            "MLFLOW_TRACKING_URI or PromptAliasClient(tracking_uri=...).",
+            INVALID_PARAMETER_VALUE,
+        )
+    store = _get_store(registry_uri)
+    if not isinstance(store, PromptAliasRegistryStore):
+        raise MlflowException(
+            f"The registry store for {registry_uri!r} is {type(store).__name__}, not "
+            "PromptAliasRegistryStore.",
+            INVALID_PARAMETER_VALUE,
+        )
+    return store
+
+
+class PromptAliasClient:
+    """Alias history and management beyond stock MLflow.
+
+    Args:
+        tracking_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI, or the ``http(s)://`` address
+            of ``mlflow server --app-name prompt-alias``. ``None`` means the current tracking
+            URI (``mlflow.set_tracking_uri`` or ``MLFLOW_TRACKING_URI``).
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` if the URI is not served by this package.
+
+    Example:
+        >>> from mlflow_prompt_alias_store import PromptAliasClient
+        >>> client = PromptAliasClient("prompt-alias+sqlite:///mlflow.db")
+        >>> [e.action for e in client.get_alias_history("qa_prompt", alias="production")]
+        ['move', 'set']
+    """
+
+    def __init__(self, tracking_uri: str | None = None) -> None:
+        self._store = _resolve_store(tracking_uri)
+        self.tracking_uri = self._store.store_uri
+
+    def get_alias_history(
+        self,
+        name: str,
+        alias: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> PagedList[AliasEvent]:
+        """Every change of ``name``'s aliases (or of one alias), newest first.
+
+        Args:
+            name: Prompt (or registered model) name. A deleted prompt's history stays readable;
+                a renamed model's history is under its new name.
+            alias: Only this alias's events.
+            max_results: Page size, 1 to 1000.
+            page_token: The ``token`` of the previous page.
+
+        Returns:
+            ``PagedList[AliasEvent]``; ``.token`` is ``None`` on the last page.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for bad arguments,
+                ``RESOURCE_DOES_NOT_EXIST`` for a name with neither a model nor history.
+
+        Example:
+            >>> page = client.get_alias_history("qa_prompt", max_results=50)
+            >>> while True:
+            ...     for event in page:
+            ...         print(event.sequence, event.alias, event.action, event.to_version)
+            ...     if page.token is None:
+            ...         break
+            ...     page = client.get_alias_history("qa_prompt", 50, page_token=page.token)
+        """
+        return self._store.get_alias_history(name, alias, max_results, page_token)
+
+
+    def resolve_alias_at(self, name: str, alias: str, timestamp_ms: int) -> int | None:
+        """The version ``alias`` pointed to at an instant, answered from the journal.
+
+        Args:
+            name: Prompt name.
+            alias: Alias name.
+            timestamp_ms: Milliseconds since the epoch.
+
+        Returns:
+            The version number, or ``None`` before the alias's first event or while it was
+            deleted.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for bad arguments,
+                ``RESOURCE_DOES_NOT_EXIST`` for a name with neither a model nor history.
+
+        Example:
+            >>> import datetime
+            >>> t = datetime.datetime(2026, 11, 20, 14, 0, tzinfo=datetime.timezone.utc)
+            >>> client.resolve_alias_at("qa_prompt", "production", int(t.timestamp() * 1000))
+            2
+        """
+        return self._store.resolve_alias_at(name, alias, timestamp_ms)
+
+    def rollback_alias(self, name: str, alias: str) -> AliasEvent:
+        """Undo the alias's latest event: point it back to that event's ``from_version``.
+
+        After a move 1→3 the alias returns to 1; on a deleted alias it restores the version
+        it held; a second rollback undoes the first. Recorded as a ``rollback`` event.
+
+        Returns:
+            The ``rollback`` :class:`AliasEvent`.
+
+        Raises:
+            MlflowException: ``INVALID_STATE`` (nothing changed) if the latest event created
+                the alias or the version to return to has been deleted;
+                ``RESOURCE_DOES_NOT_EXIST`` for an unknown prompt or an alias with no history.
+
+        Example:
+            >>> client.rollback_alias("qa_prompt", "production").to_version
+            1
+        """
+        return self._store.rollback_alias(name, alias)
+
+    def set_alias_if(
+        self, name: str, alias: str, version: int | str, expected_version: int | str | None
+    ) -> AliasEvent | None:
+        """Compare-and-set: point ``alias`` at ``version`` only if it points at
+        ``expected_version`` now (``None``: only if the alias does not exist yet). Among
+        racing callers with the same expectation exactly one wins.
+
+        Returns:
+            The ``set``/``move`` :class:`AliasEvent`, or ``None`` if the alias already
+            pointed at ``version`` (and ``expected_version`` said so).
+
+        Raises:
+            MlflowException: ``ABORTED`` (nothing changed, the message says where the alias
+                points) when the expectation fails; ``RESOURCE_DOES_NOT_EXIST`` for an unknown
+                prompt or version; ``INVALID_PARAMETER_VALUE`` for bad input.
+
+        Example:
+            >>> client.set_alias_if("qa_prompt", "production", version=3, expected_version=2)
+        """
+        return self._store.set_alias_if(name, alias, version, expected_version)
+
+    def protect_alias(self, alias: str) -> ProtectedAlias:
+        """Protect an alias name in every prompt: it can be moved, but deleting it, the
+        version it points to, or its prompt is refused with ``INVALID_STATE``.
+
+        Returns:
+            The :class:`ProtectedAlias` (the existing one if it was already protected).
+
+        Example:
+            >>> client.protect_alias("production").alias
+            'production'
+        """
+        return self._store.protect_alias(alias)
+
+    def unprotect_alias(self, alias: str) -> None:
+        """Lift the protection of an alias name.
+
+        Raises:
+            MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
+        """
+        self._store.unprotect_alias(alias)
+
+    def list_protected_aliases(self) -> list[ProtectedAlias]:
+        """The protected alias names, alphabetically, with who protected each and when."""
+        return self._store.list_protected_aliases()
+
+    def get_protection_history(self, alias: str | None = None) -> list[ProtectionEvent]:
+        """Every protect and unprotect (of one alias name, if given), newest first."""
+        return self._store.get_protection_history(alias)
+
+    def list_aliases(
+        self, name: str | None = None, alias: str | None = None
+    ) -> list[AliasAssignment]:
+        """The current assignments as ``(name, alias, version)`` rows, by name then alias.
+
+        Example:
+            >>> [(a.name, a.version) for a in client.list_aliases(alias="production")]
+            [('qa_prompt', 2), ('summary_prompt', 5)]
+        """
+        return self._store.list_aliases(name, alias)
+
+
+def get_alias_history(
+    name: str,
+    alias: str | None = None,
+    max_results: int = 100,
+    page_token: str | None = None,
+) -> PagedList[AliasEvent]:
+    """:meth:`PromptAliasClient.get_alias_history` on the current tracking URI."""
+    return PromptAliasClient().get_alias_history(name, alias, max_results, page_token)
+
+
+
+def resolve_alias_at(name: str, alias: str, timestamp_ms: int) -> int | None:
+    """:meth:`PromptAliasClient.resolve_alias_at` on the current tracking URI."""
+    return PromptAliasClient().resolve_alias_at(name, alias, timestamp_ms)
+
+
+def rollback_alias(name: str, alias: str) -> AliasEvent:
+    """:meth:`PromptAliasClient.rollback_alias` on the current tracking URI."""
+    return PromptAliasClient().rollback_alias(name, alias)
+
+
+def set_alias_if(
+    name: str, alias: str, version: int | str, expected_version: int | str | None
+) -> AliasEvent | None:
+    """:meth:`PromptAliasClient.set_alias_if` on the current tracking URI."""
+    return PromptAliasClient().set_alias_if(name, alias, version, expected_version)
+
+
+def protect_alias(alias: str) -> ProtectedAlias:
+    """:meth:`PromptAliasClient.protect_alias` on the current tracking URI."""
+    return PromptAliasClient().protect_alias(alias)
+
+
+def unprotect_alias(alias: str) -> None:
+    """:meth:`PromptAliasClient.unprotect_alias` on the current tracking URI."""
+    PromptAliasClient().unprotect_alias(alias)
+
+
+def list_protected_aliases() -> list[ProtectedAlias]:
+    """:meth:`PromptAliasClient.list_protected_aliases` on the current tracking URI."""
+    return PromptAliasClient().list_protected_aliases()
+
+
+def get_protection_history(alias: str | None = None) -> list[ProtectionEvent]:
+    """:meth:`PromptAliasClient.get_protection_history` on the current tracking URI."""
+    return PromptAliasClient().get_protection_history(alias)
+
+
+def list_aliases(name: str | None = None, alias: str | None = None) -> list[AliasAssignment]:
+    """:meth:`PromptAliasClient.list_aliases` on the current tracking URI."""
+    return PromptAliasClient().list_aliases(name, alias)

@@ -1,0 +1,241 @@
+"""Fast alias and version resolution.
+
+Stock MLflow resolves ``prompts:/name@alias`` through several ORM sessions (each opening
+with three PRAGMAs on SQLite), lazy relationship loads and a second look-up of the
+registered model: 17 statements. Here the common case is two statements on one pooled
+connection: the registered model, alias and version rows in one join, then the tags and
+aliases in one ``UNION ALL``. MLflow's own entity conversions build the results, so they
+equal stock's field by field.
+
+Anything unusual — ``latest``, an unknown name, alias or version, a model that is not a
+prompt, a version without the prompt tag — falls back to the stock implementation, so
+every error (class, code, message, and which check fires first) is exactly stock's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Integer, and_, bindparam, cast, literal, null, select, union_all
+
+from mlflow.entities.model_registry import ModelVersion, ModelVersionTag, Prompt
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
+from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
+from mlflow.prompt.registry_utils import has_prompt_tag, model_version_to_prompt_version
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlModelVersionTag,
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+    SqlRegisteredModelTag,
+)
+from mlflow.utils.validation import _REGISTERED_MODEL_ALIAS_LATEST
+
+_RM = SqlRegisteredModel.__table__
+_ALIAS = SqlRegisteredModelAlias.__table__
+_MV = SqlModelVersion.__table__
+_RM_TAG = SqlRegisteredModelTag.__table__
+_MV_TAG = SqlModelVersionTag.__table__
+
+# Built once: per call, only the parameters change (and SQLAlchemy's compiled cache hits).
+_P_WORKSPACE, _P_NAME = bindparam("workspace"), bindparam("name")
+
+
+def _version_query(version_column, joined):
+    return (
+        select(*_MV.c)
+        .select_from(
+            joined.join(
+                _MV,
+                and_(
+                    _MV.c.workspace == _RM.c.workspace,
+                    _MV.c.name == _RM.c.name,
+                    _MV.c.version == version_column,
+                    _MV.c.current_stage != STAGE_DELETED_INTERNAL,
+                ),
+            )
+        )
+        .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+    )
+
+
+_BY_ALIAS = _version_query(
+    _ALIAS.c.version,
+    _RM.join(
+        _ALIAS,
+        and_(_ALIAS.c.workspace == _RM.c.workspace, _ALIAS.c.name == _RM.c.name,
+             _ALIAS.c.alias == bindparam("alias")),
+    ),
+)  # fmt: skip
+_BY_VERSION = _version_query(bindparam("version"), _RM)
+_MODEL = select(_RM.c.name, _RM.c.description, _RM.c.creation_time).where(
+    _RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME
+)
+_MODEL_TAGS = select(_RM_TAG.c.key, _RM_TAG.c.value).where(
+    _RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME
+)
+# The same alias query stock's relationship load runs, so aliases come in its order.
+# Typed NULLs: PostgreSQL will not unite an untyped NULL column with an integer or text one.
+_NO_VERSION = cast(null(), Integer)
+_NO_VALUE = cast(null(), _MV_TAG.c.value.type)
+_TAGS_AND_ALIASES = union_all(
+    select(literal("rm").label("kind"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION)
+    .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
+    select(literal("mv"), _MV_TAG.c.key, _MV_TAG.c.value, _NO_VERSION)
+    .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME,
+           _MV_TAG.c.version == bindparam("version")),
+    select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version)
+    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
+)  # fmt: skip
+
+
+class _Resolved:
+    """What the two queries found: a version row, its tags, and the model's tags and aliases."""
+
+    def __init__(self, mv_row, rm_tags: dict[str, str], mv_tags: list[tuple[str, str]],
+                 aliases: list[tuple[str, int]]) -> None:  # fmt: skip
+        self.mv_row = mv_row
+        self.rm_tags = rm_tags
+        self.mv_tags = mv_tags
+        self.aliases = aliases
+
+    def model_version(self) -> ModelVersion:
+        """The ``ModelVersion`` stock MLflow returns: the fields of
+        ``SqlModelVersion.to_mlflow_entity`` (built directly, not through transient ORM
+        objects, which cost more than the queries), plus the version's aliases."""
+        row = self.mv_row
+        return ModelVersion(
+            row["name"],
+            row["version"],
+            row["creation_time"],
+            row["last_updated_time"],
+            row["description"],
+            row["user_id"],
+            row["current_stage"],
+            row["source"],
+            row["run_id"],
+            row["status"],
+            row["status_message"],
+            [ModelVersionTag(k, v) for k, v in self.mv_tags],
+            row["run_link"],
+            [alias for alias, version in self.aliases if version == row["version"]],
+            workspace=row["workspace"],
+        )
+
+    @property
+    def is_prompt(self) -> bool:
+        return self.rm_tags.get(IS_PROMPT_TAG_KEY) == "true"
+
+    @property
+    def prompt_tags(self) -> dict[str, str]:
+        return {k: v for k, v in self.rm_tags.items() if k != IS_PROMPT_TAG_KEY}
+
+
+class FastReadsMixin:
+    """Overrides of the registry read paths that resolve aliases and versions."""
+
+    def _resolve(self, name: Any, *, alias: Any = None, version: Any = None) -> _Resolved | None:
+        """One registered model's version, by alias or by number, in two statements; ``None``
+        when the model, alias or (non-deleted) version is missing."""
+        if not isinstance(name, str) or (alias is not None and not isinstance(alias, str)):
+            return None
+        workspace = self._get_active_workspace()
+        engine = self.read_engine or self.engine
+        with engine.connect() as conn:
+            if alias is not None:
+                params = {"workspace": workspace, "name": name, "alias": alias}
+                mv_row = conn.execute(_BY_ALIAS, params).mappings().first()
+            else:
+                params = {"workspace": workspace, "name": name, "version": version}
+                mv_row = conn.execute(_BY_VERSION, params).mappings().first()
+            if mv_row is None:
+                return None
+            rows = conn.execute(
+                _TAGS_AND_ALIASES, {"workspace": workspace, "name": name, "version": mv_row["version"]}
+            ).all()
+        rm_tags, mv_tags, aliases = {}, [], []
+        for kind, key, value, alias_version in rows:
+            if kind == "rm":
+                rm_tags[key] = value
+            elif kind == "mv":
+                mv_tags.append((key, value))
+            else:
+                aliases.append((key, alias_version))
+        return _Resolved(mv_row, rm_tags, mv_tags, aliases)
+
+    @staticmethod
+    def _as_version_number(version: Any) -> int | None:
+        try:
+            number = int(str(version))
+        except (TypeError, ValueError):
+            return None
+        return number if number > 0 else None
+
+    # ------------------------------------------------------------------ prompts
+
+    def _fast_prompt_version(self, name, version_or_alias):
+        """The prompt version stock's ``get_prompt_version`` returns, or ``None`` when the
+        case is not the plain one (then the caller falls back to stock)."""
+        if not isinstance(version_or_alias, (str, int)) or isinstance(version_or_alias, bool):
+            return None
+        number = self._as_version_number(version_or_alias)
+        if number is not None:
+            resolved = self._resolve(name, version=number)
+        elif str(version_or_alias).lower() != _REGISTERED_MODEL_ALIAS_LATEST:
+            resolved = self._resolve(name, alias=str(version_or_alias))
+        else:
+            return None
+        if resolved is None or not resolved.is_prompt:
+            return None
+        mv = resolved.model_version()
+        if not has_prompt_tag(mv.tags):
+            return None
+        return model_version_to_prompt_version(mv, prompt_tags=resolved.prompt_tags)
+
+    def get_prompt_version_by_alias(self, name, alias):
+        """``prompts:/name@alias`` in two statements; stock MLflow's result and errors."""
+        # Stock's get_prompt_version_by_alias is get_prompt_version(name, alias).
+        return self._fast_prompt_version(name, alias) or super().get_prompt_version(name, alias)
+
+    def get_prompt_version(self, name, version):
+        """A prompt version by number (or by alias, as stock accepts) in two statements."""
+        return self._fast_prompt_version(name, version) or super().get_prompt_version(name, version)
+
+    def get_prompt(self, name):
+        """Prompt metadata in two statements (stock also loads every version of the prompt).
+
+        ``mlflow.genai.load_prompt`` calls this on every load, in a background thread that
+        links the prompt to the active experiment.
+        """
+        if isinstance(name, str):
+            params = {"workspace": self._get_active_workspace(), "name": name}
+            with (self.read_engine or self.engine).connect() as conn:
+                model = conn.execute(_MODEL, params).first()
+                tags = dict(conn.execute(_MODEL_TAGS, params).all()) if model else {}
+            if model is not None and tags.get(IS_PROMPT_TAG_KEY) == "true":
+                return Prompt(
+                    name=model.name,
+                    description=model.description,
+                    creation_timestamp=model.creation_time,
+                    tags={k: v for k, v in tags.items() if k != IS_PROMPT_TAG_KEY},
+                )
+        return super().get_prompt(name)
+
+    # ------------------------------------------------------------------ model versions
+
+    def get_model_version_by_alias(self, name, alias):
+        """A model version by alias in two statements; stock's result and errors."""
+        if isinstance(alias, str) and alias.lower() != _REGISTERED_MODEL_ALIAS_LATEST:
+            resolved = self._resolve(name, alias=alias)
+            if resolved is not None:
+                return resolved.model_version()
+        return super().get_model_version_by_alias(name, alias)
+
+    def get_model_version(self, name, version):
+        """A model version by number in two statements; stock's result and errors."""
+        number = self._as_version_number(version)
+        if number is not None:
+            resolved = self._resolve(name, version=number)
+            if resolved is not None:
+                return resolved.model_version()
+        return super().get_model_version(name, version)

@@ -1,0 +1,86 @@
+"""The package's own tables, on a ``declarative_base()`` of their own.
+
+MLflow decides whether its tables exist by reading its own ``Base.metadata``; registering
+ours there would make every start re-run MLflow's upgrade. Every table starts with
+``prompt_alias_`` and every constraint is named.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import declarative_base
+
+Base = declarative_base()
+
+# The Alembic version table for our migrations. The ``alembic_`` prefix matters: MLflow's
+# "is this database empty / complete" checks skip tables whose names start with it.
+VERSION_TABLE = "alembic_version_prompt_alias"
+TABLE_PREFIX = "prompt_alias_"
+
+# BIGINT autoincrement is not a rowid alias on SQLite; INTEGER PRIMARY KEY is.
+_BigIntId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class SqlAliasEvent(Base):
+    """One alias change: the journal row written in the same transaction as the change."""
+
+    __tablename__ = "prompt_alias_events"
+
+    id = Column(_BigIntId, autoincrement=True)
+    # Registered model (prompt) name; rewritten when the model is renamed.
+    name = Column(String(256), nullable=False)
+    alias = Column(String(256), nullable=False)
+    # Per-name, strictly increasing and gap-free.
+    sequence = Column(Integer, nullable=False)
+    # set | move | delete | rollback | baseline
+    action = Column(String(16), nullable=False)
+    from_version = Column(Integer, nullable=True)
+    to_version = Column(Integer, nullable=True)
+    actor = Column(String(256), nullable=True)
+    # Milliseconds since the epoch, from the writing process's clock, never earlier than the
+    # previous event of the same name.
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="prompt_alias_events_pk"),
+        UniqueConstraint("name", "sequence", name="prompt_alias_events_name_sequence_uq"),
+        Index("prompt_alias_events_name_alias_sequence_idx", "name", "alias", "sequence"),
+    )
+
+
+class SqlProtectedAlias(Base):
+    """A registry-wide protected alias name: it can be moved, never removed."""
+
+    __tablename__ = "prompt_alias_protected"
+
+    alias = Column(String(256), nullable=False)
+    actor = Column(String(256), nullable=True)
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("alias", name="prompt_alias_protected_pk"),)
+
+
+class SqlProtectionEvent(Base):
+    """Who protected or unprotected an alias, and when."""
+
+    __tablename__ = "prompt_alias_protection_events"
+
+    id = Column(_BigIntId, autoincrement=True)
+    alias = Column(String(256), nullable=False)
+    # protect | unprotect
+    action = Column(String(16), nullable=False)
+    actor = Column(String(256), nullable=True)
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("id", name="prompt_alias_protection_events_pk"),
+        Index("prompt_alias_protection_events_alias_idx", "alias"),
+    )

@@ -1,0 +1,74 @@
+"""The HTTP side of ``PromptAliasClient``: the same methods as the store, over the REST
+endpoints of ``mlflow server --app-name prompt-alias``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlflow.store.entities.paged_list import PagedList
+from mlflow.utils.credentials import get_default_host_creds
+from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._entities import (
+    AliasAssignment,
+    AliasEvent,
+    ProtectedAlias,
+    ProtectionEvent,
+)
+
+
+class RestAliasBackend:
+    """Talks to a server running the ``prompt-alias`` app; errors come back as the same
+    ``MlflowException`` error codes the store raises in-process."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.store_uri = tracking_uri
+        self._host_creds = get_default_host_creds(tracking_uri)
+
+    def _call(self, endpoint: str, method: str, **kwargs) -> dict[str, Any]:
+        response = http_request(self._host_creds, endpoint, method, **kwargs)
+        verify_rest_response(response, endpoint)
+        return response.json()
+
+    def _get(self, endpoint: str, **params) -> dict[str, Any]:
+        return self._call(endpoint, "GET", params={k: v for k, v in params.items() if v is not None})
+
+    def _post(self, endpoint: str, **body) -> dict[str, Any]:
+        return self._call(endpoint, "POST", json=body)
+
+    def get_alias_history(self, name, alias=None, max_results=100, page_token=None):
+        data = self._get(routes.HISTORY, name=name, alias=alias, max_results=max_results,
+                         page_token=page_token)  # fmt: skip
+        events = [AliasEvent.from_dict(e) for e in data.get("events", [])]
+        return PagedList(events, data.get("next_page_token"))
+
+    def resolve_alias_at(self, name, alias, timestamp_ms):
+        return self._get(routes.RESOLVE_AT, name=name, alias=alias, timestamp_ms=timestamp_ms).get(
+            "version"
+        )
+
+    def rollback_alias(self, name, alias):
+        return AliasEvent.from_dict(self._post(routes.ROLLBACK, name=name, alias=alias)["event"])
+
+    def set_alias_if(self, name, alias, version, expected_version):
+        data = self._post(routes.SET_IF, name=name, alias=alias, version=version,
+                          expected_version=expected_version)  # fmt: skip
+        return AliasEvent.from_dict(data["event"]) if data.get("event") else None
+
+    def protect_alias(self, alias):
+        return ProtectedAlias(**self._post(routes.PROTECT, alias=alias)["protected_alias"])
+
+    def unprotect_alias(self, alias):
+        self._post(routes.UNPROTECT, alias=alias)
+
+    def list_protected_aliases(self):
+        return [ProtectedAlias(**p) for p in self._get(routes.PROTECTED).get("protected_aliases", [])]
+
+    def get_protection_history(self, alias=None):
+        data = self._get(routes.PROTECTION_HISTORY, alias=alias)
+        return [ProtectionEvent(**e) for e in data.get("events", [])]
+
+    def list_aliases(self, name=None, alias=None):
+        data = self._get(routes.ALIASES, name=name, alias=alias)
+        return [AliasAssignment(**a) for a in data.get("aliases", [])]

@@ -1,0 +1,22 @@
+"""One URL table, shared by the server handlers and the HTTP client.
+
+Paths are relative to the server root; the server adds MLflow's ``--static-prefix`` when it
+registers them, and the client joins them to its tracking URI (which includes any prefix).
+"""
+
+from __future__ import annotations
+
+# Under MLflow's own REST API prefix.
+_API = "/api/2.0/mlflow/prompt-alias"
+HISTORY = f"{_API}/history"
+RESOLVE_AT = f"{_API}/resolve-at"
+ROLLBACK = f"{_API}/rollback"
+SET_IF = f"{_API}/set-if"
+ALIASES = f"{_API}/aliases"
+PROTECT = f"{_API}/protect"
+UNPROTECT = f"{_API}/unprotect"
+PROTECTED = f"{_API}/protected"
+PROTECTION_HISTORY = f"{_API}/protection-history"
+
+# The web page of alias timelines.
+PAGE = "/prompt-alias/"

@@ -1,0 +1,154 @@
+"""The web page of alias timelines: every prompt with its aliases, and per prompt a timeline
+of which version each alias pointed to, the event list and a rollback button per alias.
+
+Rendered on the server with Jinja autoescaping (every user-supplied string is escaped); no
+external resources; GET requests only read.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from flask import Flask, Response, request
+
+from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
+from mlflow.utils.time import get_current_time_millis
+
+from mlflow_prompt_alias_store import _routes as routes
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "_templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+
+# Timeline geometry, in SVG user units.
+_WIDTH, _LABEL, _LANE = 900, 140, 34
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _colour(version: int) -> str:
+    return f"hsl({(version * 137) % 360}, 60%, 55%)"
+
+
+@dataclass
+class _Segment:
+    x: float
+    width: float
+    version: int
+    colour: str
+    start: str
+    end: str
+
+
+def _timeline(events, now_ms: int):
+    """Lanes of segments, one lane per alias, from the events (oldest first)."""
+    if not events:
+        return [], []
+    start = events[0].timestamp
+    span = max(now_ms - start, 1)
+    scale = (_WIDTH - _LABEL - 10) / span
+    lanes = []
+    for alias in sorted({e.alias for e in events}):
+        mine = [e for e in events if e.alias == alias]
+        segments = []
+        for event, following in zip(mine, mine[1:] + [None]):
+            if event.to_version is None:
+                continue
+            end = following.timestamp if following else now_ms
+            segments.append(
+                _Segment(
+                    x=_LABEL + (event.timestamp - start) * scale,
+                    width=max((end - event.timestamp) * scale, 2),
+                    version=event.to_version,
+                    colour=_colour(event.to_version),
+                    start=_iso(event.timestamp),
+                    end=_iso(end) if following else "now",
+                )
+            )
+        lanes.append((alias, segments))
+    ticks = [(_LABEL + f * (_WIDTH - _LABEL - 10), _iso(start + int(f * span))) for f in (0, 0.5, 1)]
+    return lanes, ticks
+
+
+def _store():
+    from mlflow_prompt_alias_store._app import _store as app_store
+
+    return app_store()
+
+
+def _all_prompts(store):
+    prompts, token = [], None
+    while True:
+        page = store.search_prompts(max_results=1000, page_token=token)
+        prompts.extend(page)
+        token = page.token
+        if not token:
+            return sorted(prompts, key=lambda p: p.name)
+
+
+@catch_mlflow_exception
+def index() -> Response:
+    store = _store()
+    aliases: dict[str, list] = {}
+    for row in store.list_aliases():
+        aliases.setdefault(row.name, []).append(row)
+    html = _TEMPLATES.get_template("index.html").render(
+        prompts=[(p, aliases.get(p.name, [])) for p in _all_prompts(store)],
+        protected=store.list_protected_aliases(),
+        page=_add_static_prefix(routes.PAGE),
+        iso=_iso,
+    )
+    return Response(html, mimetype="text/html")
+
+
+@catch_mlflow_exception
+def prompt() -> Response:
+    store = _store()
+    name = request.args.get("name", "")
+    history, token = [], None
+    while True:  # the whole journal of this prompt, oldest first, for the picture
+        page = store.get_alias_history(name, max_results=1000, page_token=token)
+        history.extend(page)
+        token = page.token
+        if not token:
+            break
+    history.reverse()
+    versions = []
+    if store.get_prompt(name) is not None:
+        versions = sorted(store.search_prompt_versions(name, max_results=1000),
+                          key=lambda v: v.version)  # fmt: skip
+    lanes, ticks = _timeline(history, get_current_time_millis())
+    protected = {p.alias for p in store.list_protected_aliases()}
+    html = _TEMPLATES.get_template("prompt.html").render(
+        name=name,
+        current=store.list_aliases(name=name),
+        protected=protected,
+        events=list(reversed(history)),
+        versions=versions,
+        lanes=lanes,
+        ticks=ticks,
+        width=_WIDTH,
+        label=_LABEL,
+        lane_height=_LANE,
+        height=_LANE * max(len(lanes), 1) + 30,
+        page=_add_static_prefix(routes.PAGE),
+        rollback_url=_add_static_prefix(routes.ROLLBACK),
+        iso=_iso,
+    )
+    return Response(html, mimetype="text/html")
+
+
+def register(app: Flask) -> None:
+    page = _add_static_prefix(routes.PAGE)
+    app.add_url_rule(page, "prompt_alias_index", index, methods=["GET"])
+    app.add_url_rule(page + "prompt", "prompt_alias_prompt", prompt, methods=["GET"])

@@ -1,0 +1,68 @@
+"""A real ``mlflow server`` subprocess on 127.0.0.1, for tests that go over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import requests
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: int = 1, env=None):
+    """Start ``mlflow server`` on a free port, wait until it answers, stop it afterwards.
+
+    Yields ``(url, log_path)``.
+    """
+    port = free_port()
+    log_path = workdir / f"server-{port}.log"
+    cmd = [
+        MLFLOW, "server",
+        "--backend-store-uri", backend_store_uri,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--workers", str(workers),
+        *extra,
+    ]  # fmt: skip
+    server_env = {**os.environ, **(env or {})}
+    for client_only in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        server_env.pop(client_only, None)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=server_env,
+            start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited early:\n{log_path.read_text()[-4000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}")
+            time.sleep(0.3)
+        yield url, log_path
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()

@@ -1,0 +1,215 @@
+"""Shared fixtures: real databases (SQLite always; PostgreSQL and MariaDB by environment
+variable), migrated once and copied per test, and a clean MLflow state between tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import warnings
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+import mlflow
+from mlflow.prompt.registry_utils import PromptCache
+
+POSTGRES_URL = os.environ.get(
+    "PROMPT_ALIAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("PROMPT_ALIAS_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def unavailable(reason: str):
+    """Skip a test whose service is down; under CI=true that is a failure, not a skip."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: services must be up)")
+    pytest.skip(reason)
+
+
+def _reachable(url: str) -> str | None:
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as e:
+        return str(e).splitlines()[0]
+
+
+def _reset_mlflow_caches() -> None:
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    tracking_utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
+    registry_utils._get_store_registry()._get_store_with_resolved_uri.cache_clear()
+    for cls in (RegistryStore, TrackingStore):
+        with cls._engine_map_lock:
+            engines = list(cls._engine_map.values())
+            cls._engine_map.clear()
+        for engine in engines:
+            engine.dispose()
+    PromptCache._reset_instance()
+
+
+@pytest.fixture(autouse=True)
+def clean_mlflow_state(monkeypatch, tmp_path):
+    """Every test starts with no tracking URI, empty store caches and its own cwd."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    yield
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    _reset_mlflow_caches()
+
+
+def _initialize(uri: str) -> None:
+    """Create MLflow's tables and the package's through the real store, then let go."""
+    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+
+    PromptAliasRegistryStore(uri)
+    _reset_mlflow_caches()
+
+
+@pytest.fixture(scope="session")
+def _sqlite_template(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    _initialize(f"prompt-alias+sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def sqlite_uri(_sqlite_template, tmp_path) -> str:
+    """A migrated ``prompt-alias+sqlite:///`` database of this test's own."""
+    path = tmp_path / "plugin.db"
+    shutil.copy(_sqlite_template, path)
+    return f"prompt-alias+sqlite:///{path}"
+
+
+@pytest.fixture(scope="session")
+def _stock_sqlite_template(tmp_path_factory) -> Path:
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    path = tmp_path_factory.mktemp("stock-template") / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{path}")
+    _reset_mlflow_caches()
+    return path
+
+
+@pytest.fixture
+def stock_sqlite_uri(_stock_sqlite_template, tmp_path) -> str:
+    """A stock MLflow ``sqlite:///`` database of this test's own (the oracle)."""
+    path = tmp_path / "stock.db"
+    shutil.copy(_stock_sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+class _PostgresDatabases:
+    """Fresh PostgreSQL databases cloned from a migrated template (CREATE DATABASE … TEMPLATE)."""
+
+    def __init__(self, url: str):
+        self.admin_url = sqlalchemy.engine.make_url(url)
+        self.admin = sqlalchemy.create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        self.template = f"pas_template_{uuid.uuid4().hex[:8]}"
+        self.created: list[str] = []
+
+    def url(self, database: str) -> str:
+        return self.admin_url.set(database=database).render_as_string(hide_password=False)
+
+    def create(self, template: str | None = None) -> str:
+        name = f"pas_{uuid.uuid4().hex[:12]}"
+        clause = f" TEMPLATE {template}" if template else ""
+        with self.admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}{clause}"))
+        self.created.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        self.admin.dispose()
+
+
+class _MysqlDatabases:
+    """Fresh MariaDB/MySQL databases (no templates there: each is migrated on creation)."""
+
+    def __init__(self, url: str):
+        self.admin_url = sqlalchemy.engine.make_url(url)
+        self.admin = sqlalchemy.create_engine(self.admin_url)
+        self.created: list[str] = []
+
+    def url(self, database: str) -> str:
+        return self.admin_url.set(database=database).render_as_string(hide_password=False)
+
+    def create(self) -> str:
+        name = f"pas_{uuid.uuid4().hex[:12]}"
+        with self.admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+        self.created.append(name)
+        return name
+
+    def drop_all(self) -> None:
+        with self.admin.begin() as conn:
+            for name in self.created:
+                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name}"))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_databases():
+    if reason := _reachable(POSTGRES_URL):
+        unavailable(f"PostgreSQL unreachable at {POSTGRES_URL}: {reason}")
+    dbs = _PostgresDatabases(POSTGRES_URL)
+    name = dbs.create()
+    dbs.template = name
+    _initialize("prompt-alias+" + dbs.url(name))
+    yield dbs
+    _reset_mlflow_caches()
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def mysql_databases():
+    if reason := _reachable(MYSQL_URL):
+        unavailable(f"MariaDB/MySQL unreachable at {MYSQL_URL}: {reason}")
+    dbs = _MysqlDatabases(MYSQL_URL)
+    yield dbs
+    _reset_mlflow_caches()
+    dbs.drop_all()
+
+
+@pytest.fixture
+def postgres_uri(postgres_databases) -> str:
+    """A migrated ``prompt-alias+postgresql://`` database of this test's own."""
+    return "prompt-alias+" + postgres_databases.url(
+        postgres_databases.create(template=postgres_databases.template)
+    )
+
+
+@pytest.fixture
+def mysql_uri(mysql_databases) -> str:
+    """A migrated ``prompt-alias+mysql+pymysql://`` database of this test's own."""
+    uri = "prompt-alias+" + mysql_databases.url(mysql_databases.create())
+    _initialize(uri)
+    return uri
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite_uri", id="sqlite"),
+        pytest.param("postgres_uri", id="postgresql", marks=pytest.mark.postgres),
+        pytest.param("mysql_uri", id="mysql", marks=pytest.mark.mysql),
+    ]
+)
+def plugin_uri(request) -> str:
+    """The same test on a fresh ``prompt-alias+`` database of each engine."""
+    return request.getfixturevalue(request.param)

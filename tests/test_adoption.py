@@ -1,0 +1,151 @@
+"""Opening a database that stock MLflow created: our tables are added, one ``baseline``
+event per existing alias is recorded once, and nothing of MLflow's changes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+
+import mlflow
+import mlflow.genai
+from mlflow import MlflowClient
+
+from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
+from mlflow_prompt_alias_store._db import head_revision
+
+from tests._journal_check import check_journal
+from tests._oracle import db_snapshot, schema_snapshot
+from tests.conftest import _reset_mlflow_caches
+
+CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+OURS = ("prompt_alias_", "alembic_version_prompt_alias")
+
+
+def _populate_with_stock_mlflow(stock_uri: str) -> None:
+    mlflow.set_tracking_uri(stock_uri)
+    for name in ("qa", "summary"):
+        for i in (1, 2):
+            mlflow.genai.register_prompt(name=name, template=f"{name} v{i} {{{{x}}}}")
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
+    mlflow.genai.set_prompt_alias(name="qa", alias="staging", version=2)
+    mlflow.genai.set_prompt_alias(name="summary", alias="production", version=2)
+    client = MlflowClient()
+    client.create_registered_model("model")
+    client.create_model_version("model", "s3://b/m")
+    client.set_registered_model_alias("model", "champion", 1)
+    _reset_mlflow_caches()
+
+
+def _mlflow_only(snapshot: dict) -> dict:
+    return {k: v for k, v in snapshot.items() if not k.startswith(OURS)}
+
+
+def _baselines(uri):
+    client = PromptAliasClient(uri)
+    return sorted(
+        (e.name, e.alias, e.action, e.from_version, e.to_version, e.sequence)
+        for name in ("qa", "summary", "model")
+        for e in client.get_alias_history(name)
+    )
+
+
+EXPECTED_BASELINES = [
+    ("model", "champion", "baseline", None, 1, 1),
+    ("qa", "production", "baseline", None, 1, 1),
+    ("qa", "staging", "baseline", None, 2, 2),
+    ("summary", "production", "baseline", None, 2, 1),
+]
+
+
+def _adopt_and_check(stock_uri: str) -> None:
+    _populate_with_stock_mlflow(stock_uri)
+    rows_before, schema_before = db_snapshot(stock_uri), schema_snapshot(stock_uri)
+    plugin_uri = "prompt-alias+" + stock_uri
+
+    # No manual step: just use it.
+    mlflow.set_tracking_uri(plugin_uri)
+    assert mlflow.genai.load_prompt("prompts:/qa@production").version == 1
+    assert _baselines(plugin_uri) == EXPECTED_BASELINES
+
+    rows_after, schema_after = db_snapshot(plugin_uri), schema_snapshot(plugin_uri)
+    assert _mlflow_only(rows_after) == rows_before  # MLflow's rows, alembic_version included
+    assert _mlflow_only(schema_after) == schema_before  # and MLflow's tables, untouched
+    assert "alembic_version" in rows_after
+    assert rows_after["alembic_version_prompt_alias"] == [(repr(head_revision()),)]
+
+    # Opening again records nothing more.
+    _reset_mlflow_caches()
+    PromptAliasRegistryStore(plugin_uri)
+    assert _baselines(plugin_uri) == EXPECTED_BASELINES
+    check_journal(plugin_uri)
+
+
+def test_adopting_a_stock_sqlite_database(tmp_path):
+    _adopt_and_check(f"sqlite:///{tmp_path / 'stock.db'}")
+
+
+@pytest.mark.postgres
+def test_adopting_a_stock_postgres_database(postgres_databases):
+    _adopt_and_check(postgres_databases.url(postgres_databases.create()))
+
+
+@pytest.mark.mysql
+def test_adopting_a_stock_mariadb_database(mysql_databases):
+    _adopt_and_check(mysql_databases.url(mysql_databases.create()))
+
+
+def test_changes_made_by_stock_mlflow_meanwhile_are_recorded_as_baselines(tmp_path):
+    stock_uri = f"sqlite:///{tmp_path / 'shared.db'}"
+    plugin_uri = "prompt-alias+" + stock_uri
+    _populate_with_stock_mlflow(stock_uri)
+    PromptAliasRegistryStore(plugin_uri)
+    _reset_mlflow_caches()
+    # A stock MLflow writer moves one alias and deletes another behind the journal's back.
+    mlflow.set_tracking_uri(stock_uri)
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
+    mlflow.genai.delete_prompt_alias(name="qa", alias="staging")
+    _reset_mlflow_caches()
+    PromptAliasRegistryStore(plugin_uri)
+    history = PromptAliasClient(plugin_uri).get_alias_history("qa")
+    assert [(e.alias, e.action, e.from_version, e.to_version, e.sequence) for e in history][:2] == [
+        ("staging", "baseline", 2, None, 4),
+        ("production", "baseline", 1, 2, 3),
+    ]
+    check_journal(plugin_uri)
+
+
+def test_db_upgrade_cli_adopts_and_is_idempotent(tmp_path):
+    stock_uri = f"sqlite:///{tmp_path / 'stock.db'}"
+    _populate_with_stock_mlflow(stock_uri)
+    rows_before = db_snapshot(stock_uri)
+    for _ in range(2):
+        result = subprocess.run(
+            [CLI, "db", "upgrade", "prompt-alias+" + stock_uri], capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Upgraded prompt-alias+sqlite:///" in result.stdout
+    assert _mlflow_only(db_snapshot(stock_uri)) == rows_before
+    assert _baselines("prompt-alias+" + stock_uri) == EXPECTED_BASELINES
+
+
+def test_db_upgrade_cli_creates_everything_on_an_empty_database(tmp_path):
+    uri = f"prompt-alias+sqlite:///{tmp_path / 'fresh.db'}"
+    result = subprocess.run([CLI, "db", "upgrade", uri], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    tables = set(sqlalchemy.inspect(sqlalchemy.create_engine(uri[13:])).get_table_names())
+    assert {"registered_models", "alembic_version", "prompt_alias_events",
+            "alembic_version_prompt_alias"} <= tables  # fmt: skip
+
+
+def test_db_upgrade_cli_bad_uri_is_a_one_line_error(tmp_path):
+    result = subprocess.run(
+        [CLI, "db", "upgrade", "prompt-alias+oracle://u:topsecret@h/db"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("Error: INVALID_PARAMETER_VALUE: Unsupported database 'oracle'")
+    assert "topsecret" not in result.stderr

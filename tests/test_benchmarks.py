@@ -1,0 +1,33 @@
+"""The benchmark commands run at a small size, so they cannot rot (no timing assertions:
+the figures are for docs/benchmarks.md, not for pass/fail)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def _run(module: str, *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", module, "--quick", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_store_benchmark_runs(postgres_databases):
+    out = _run("benchmarks.store_bench", "--postgres-url", postgres_databases.url("test"))
+    for engine in ("sqlite", "postgresql"):
+        for operation in ("resolve by alias (store)", "load_prompt @alias, cache off", "set_prompt_alias (move)"):
+            assert f"ratio {engine} {operation} @ 100 prompts: plugin is " in out
+
+
+@pytest.mark.server
+def test_server_benchmark_runs():
+    out = _run("benchmarks.server_bench")
+    assert "ratio server 1 client(s): median " in out
+    assert "ratio server 8 client(s): median " in out

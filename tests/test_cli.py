@@ -1,0 +1,138 @@
+"""The ``mlflow-prompt-alias`` console script, run as a subprocess: every command, both
+output formats, and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import mlflow
+import mlflow.genai
+
+from mlflow_prompt_alias_store._cli import parse_time
+
+CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+
+
+def run(*args, uri=None, env_uri=None):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if env_uri:
+        env["MLFLOW_TRACKING_URI"] = env_uri
+    cmd = [CLI, *args] + (["--tracking-uri", uri] if uri else [])
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def ok(*args, **kwargs):
+    result = run(*args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def fails(*args, **kwargs):
+    result = run(*args, **kwargs)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def uri(sqlite_uri, mocker):
+    mlflow.set_tracking_uri(sqlite_uri)
+    clock = mocker.patch("mlflow_prompt_alias_store._journal.get_current_time_millis")
+    for i in (1, 2, 3):
+        mlflow.genai.register_prompt(name="qa_prompt", template=f"v{i} {{{{question}}}}")
+    mlflow.genai.register_prompt(name="summary", template="s {{x}}")
+    clock.return_value = parse_time("2026-11-20T13:00:00Z")
+    mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
+    clock.return_value = parse_time("2026-11-20T15:00:00Z")
+    mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=2)
+    mlflow.genai.set_prompt_alias(name="summary", alias="production", version=1)
+    mocker.stopall()
+    return sqlite_uri
+
+
+def test_history(uri):
+    table = ok("history", "qa_prompt", "--alias", "production", uri=uri)
+    lines = table.splitlines()
+    assert lines[0].split() == ["sequence", "time", "name", "alias", "action", "from", "to", "actor"]
+    assert lines[1].split()[:7] == ["2", "2026-11-20T15:00:00.000Z", "qa_prompt", "production", "move", "1", "2"]
+    data = json.loads(ok("history", "qa_prompt", "--output", "json", "--max-results", "1", env_uri=uri))
+    assert [e["action"] for e in data["events"]] == ["move"] and data["next_page_token"]
+    more = json.loads(ok("history", "qa_prompt", "--output", "json", "--page-token",
+                         data["next_page_token"], uri=uri))  # fmt: skip
+    assert [e["sequence"] for e in more["events"]] == [1]
+    assert fails("history", "ghost", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Registered Model with name=ghost not found")
+
+
+def test_at(uri):
+    assert "2" == ok("at", "qa_prompt", "production", "2026-11-20T16:00:00Z", uri=uri).splitlines()[1].split()[-1]
+    assert "1" == ok("at", "qa_prompt", "production", "2026-11-20T14:00:00Z", uri=uri).splitlines()[1].split()[-1]
+    assert "-" == ok("at", "qa_prompt", "production", "2026-11-20T12:00:00", uri=uri).splitlines()[1].split()[-1]
+    data = json.loads(ok("at", "qa_prompt", "production", "2026-11-20T14:00:00+00:00", "--output", "json", uri=uri))
+    assert data == {"name": "qa_prompt", "alias": "production",
+                    "timestamp": parse_time("2026-11-20T14:00:00Z"), "version": 1}  # fmt: skip
+    assert json.loads(ok("at", "qa_prompt", "production", "0", "--output", "json", uri=uri))["version"] is None
+    result = run("at", "qa_prompt", "production", "last tuesday", uri=uri)
+    assert result.returncode == 2 and "neither ISO-8601" in result.stderr
+
+
+def test_rollback_and_set_if(uri):
+    assert ok("rollback", "qa_prompt", "production", uri=uri).splitlines()[1].split()[4:7] == ["rollback", "2", "1"]
+    data = json.loads(ok("rollback", "qa_prompt", "production", "--output", "json", uri=uri))
+    assert data["events"][0]["to_version"] == 2
+    assert fails("rollback", "summary", "production", uri=uri).startswith(
+        "Error: INVALID_STATE: Nothing to roll back to")
+    assert ok("set-if", "qa_prompt", "production", "3", "--expected", "2", uri=uri).splitlines()[1].split()[4:7] == [
+        "move", "2", "3"]  # fmt: skip
+    data = json.loads(ok("set-if", "qa_prompt", "canary", "1", "--expected", "none", "--output", "json", uri=uri))
+    assert data["events"][0]["action"] == "set"
+    assert "nothing changed" in ok("set-if", "qa_prompt", "canary", "1", "--expected", "1", uri=uri)
+    assert fails("set-if", "qa_prompt", "production", "1", "--expected", "2", uri=uri) == (
+        "Error: ABORTED: Alias 'production' of 'qa_prompt' points to version 3; expected it to "
+        "point to version 2. Nothing was changed.")  # fmt: skip
+    assert run("set-if", "qa_prompt", "production", "1", "--expected", "two", uri=uri).returncode == 2
+
+
+def test_aliases(uri):
+    lines = ok("aliases", "--alias", "production", uri=uri).splitlines()
+    assert [line.split() for line in lines] == [
+        ["name", "alias", "version"], ["qa_prompt", "production", "2"], ["summary", "production", "1"]]
+    data = json.loads(ok("aliases", "--name", "summary", "--output", "json", uri=uri))
+    assert data == {"aliases": [{"name": "summary", "alias": "production", "version": 1}]}
+    assert fails("aliases", "--alias", "bad/alias", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
+
+
+def test_protect_unprotect_protected(uri):
+    assert ok("protect", "production", uri=uri).splitlines()[1].split()[0] == "production"
+    data = json.loads(ok("protected", "--output", "json", uri=uri))
+    assert [p["alias"] for p in data["protected_aliases"]] == ["production"]
+    assert data["protected_aliases"][0]["actor"]
+    mlflow.set_tracking_uri(uri)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="is protected"):
+        mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
+    assert ok("unprotect", "production", uri=uri).strip() == "production is no longer protected"
+    ok("protect", "staging", uri=uri)
+    assert json.loads(ok("unprotect", "staging", "--output", "json", uri=uri)) == {
+        "alias": "staging", "protected": False}  # fmt: skip
+    assert fails("unprotect", "production", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Alias 'production' is not protected.")
+    assert ok("protected", uri=uri).splitlines() == ["alias  protected since  by"]
+    history = json.loads(ok("protected", "--history", "--output", "json", uri=uri))["events"]
+    assert [(e["alias"], e["action"]) for e in history] == [
+        ("staging", "unprotect"), ("staging", "protect"), ("production", "unprotect"), ("production", "protect")]
+    assert ok("protected", "--history", uri=uri).splitlines()[1].split()[1:3] == ["staging", "unprotect"]
+    assert fails("protect", "latest", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
+
+
+def test_tracking_uri_is_required_and_validated(tmp_path):
+    result = run("aliases")
+    assert result.returncode == 2 and "--tracking-uri" in result.stderr
+    assert fails("aliases", uri=f"sqlite:///{tmp_path / 'x.db'}").startswith(
+        "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+")

@@ -1,0 +1,154 @@
+"""Fast alias and version resolution: statement counts per operation (counted on the
+engine, so a regression fails CI), and every overridden read equal to stock MLflow's result
+and error on the same database."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import sqlalchemy
+from pydantic import BaseModel
+
+import mlflow
+import mlflow.genai
+from mlflow import MlflowClient
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from mlflow_prompt_alias_store import PromptAliasRegistryStore, parse_store_uri
+
+from tests._oracle import normalize
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+CHAT = [{"role": "system", "content": "Be {{style}}."}, {"role": "user", "content": "{{question}}"}]
+
+
+def _populate(uri):
+    mlflow.set_tracking_uri(uri)
+    g = mlflow.genai
+    g.register_prompt(name="text", template="v1 {{q}}", commit_message="first", tags={"team": "a"})
+    g.register_prompt(name="text", template="v2 {{q}}", tags={"lang": "en"})
+    g.register_prompt(name="text", template="v3 {{q}}")
+    g.register_prompt(name="chat", template=CHAT, response_format=Answer,
+                      model_config={"model_name": "m", "temperature": 0.1})  # fmt: skip
+    g.set_prompt_tag("text", "owner", "me")
+    g.set_prompt_version_tag("text", 2, "reviewed", "yes")
+    for alias, version in [("production", 2), ("staging", 2), ("canary", 3), ("old", 1)]:
+        g.set_prompt_alias(name="text", alias=alias, version=version)
+    g.set_prompt_alias(name="chat", alias="production", version=1)
+    client = MlflowClient()
+    client.delete_prompt_version("text", "1")  # drops "old" with it
+    client.create_registered_model("model", tags={"k": "v"})
+    client.create_model_version("model", "s3://b/m", tags={"t": "1"})
+    client.create_model_version("model", "s3://b/m2")
+    client.set_registered_model_alias("model", "champion", 2)
+    client.set_registered_model_alias("model", "challenger", 2)
+
+
+CALLS = [
+    ("get_prompt_version_by_alias", ("text", "production")),
+    ("get_prompt_version_by_alias", ("text", "canary")),
+    ("get_prompt_version_by_alias", ("chat", "production")),
+    ("get_prompt_version_by_alias", ("text", "latest")),
+    ("get_prompt_version_by_alias", ("text", "old")),
+    ("get_prompt_version_by_alias", ("text", "nope")),
+    ("get_prompt_version_by_alias", ("text", "2")),
+    ("get_prompt_version_by_alias", ("ghost", "production")),
+    ("get_prompt_version_by_alias", ("model", "champion")),
+    ("get_prompt_version_by_alias", ("text", "bad alias")),
+    ("get_prompt_version_by_alias", ("bad/name", "production")),
+    ("get_prompt_version", ("text", 2)),
+    ("get_prompt_version", ("text", "3")),
+    ("get_prompt_version", ("chat", 1)),
+    ("get_prompt_version", ("text", 1)),
+    ("get_prompt_version", ("text", 9)),
+    ("get_prompt_version", ("text", "canary")),
+    ("get_prompt_version", ("model", 1)),
+    ("get_prompt_version", ("ghost", 1)),
+    ("get_model_version_by_alias", ("model", "champion")),
+    ("get_model_version_by_alias", ("text", "staging")),
+    ("get_model_version_by_alias", ("model", "latest")),
+    ("get_model_version_by_alias", ("model", "nope")),
+    ("get_model_version_by_alias", ("ghost", "champion")),
+    ("get_model_version_by_alias", ("model", "bad alias")),
+    ("get_model_version", ("model", 2)),
+    ("get_model_version", ("model", "1")),
+    ("get_model_version", ("text", 2)),
+    ("get_model_version", ("text", 1)),
+    ("get_model_version", ("model", 7)),
+    ("get_model_version", ("model", "x")),
+    ("get_model_version", ("model", -1)),
+    ("get_prompt", ("text",)),
+    ("get_prompt", ("chat",)),
+    ("get_prompt", ("model",)),
+    ("get_prompt", ("ghost",)),
+]
+
+
+def _outcome(store, method, args):
+    try:
+        return normalize(getattr(store, method)(*args))
+    except Exception as e:  # errors are compared too
+        return normalize(e)
+
+
+def test_every_overridden_read_equals_stock(plugin_uri):
+    _populate(plugin_uri)
+    ours = PromptAliasRegistryStore(plugin_uri)
+    stock = SqlAlchemyStore(parse_store_uri(plugin_uri).db_uri)  # stock MLflow, same database
+    for method, args in CALLS:
+        assert _outcome(ours, method, args) == _outcome(stock, method, args), (method, args)
+
+
+def _count(store):
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    return statements
+
+
+def _join_link_threads():
+    # load_prompt links the prompt to the active experiment in a background thread.
+    for thread in threading.enumerate():
+        if thread.name.startswith("link_prompt"):
+            thread.join()
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        (lambda s: s.get_prompt_version_by_alias("text", "production"), 2),
+        (lambda s: s.get_prompt_version("text", 2), 2),
+        (lambda s: s.get_model_version_by_alias("model", "champion"), 2),
+        (lambda s: s.get_model_version("model", 2), 2),
+        (lambda s: s.get_prompt("text"), 2),
+    ],
+    ids=["prompt-by-alias", "prompt-by-version", "model-by-alias", "model-by-version", "prompt"],
+)
+def test_store_statement_counts(sqlite_uri, operation, expected):
+    _populate(sqlite_uri)
+    store = MlflowClient()._get_registry_client().store
+    statements = _count(store)
+    operation(store)
+    assert len(statements) == expected, statements
+    assert expected <= 3  # the target
+
+
+def test_client_statement_counts(sqlite_uri):
+    _populate(sqlite_uri)
+    store = MlflowClient()._get_registry_client().store
+    statements = _count(store)
+    mlflow.genai.load_prompt("prompts:/text@production", cache_ttl_seconds=0)
+    _join_link_threads()
+    # parse_prompt_uri resolves the alias, load resolves it again (2 + 2), and the link
+    # thread reads the prompt (2). Stock: 40.
+    assert len(statements) == 6, statements
+    statements.clear()
+    mlflow.genai.set_prompt_alias(name="text", alias="production", version=3)
+    # The client's version check (2), then the journaled write: 3 PRAGMAs MLflow's session
+    # opens with, BEGIN IMMEDIATE, version, alias, journal tail, update, event insert. Stock: 21-25.
+    assert len(statements) == 11, statements

@@ -1,0 +1,186 @@
+"""The plugin foundation: entry points, URIs, the store classes, and the README example
+in-process on every engine and through a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import shutil
+from importlib.metadata import entry_points
+
+import pytest
+import sqlalchemy
+
+import mlflow
+import mlflow.genai
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingSqlAlchemyStore
+
+from mlflow_prompt_alias_store import (
+    SUPPORTED_SCHEMES,
+    PromptAliasClient,
+    PromptAliasRegistryStore,
+    parse_store_uri,
+)
+from mlflow_prompt_alias_store._builders import registry_store, tracking_store
+
+from tests._server import mlflow_server
+
+
+def _registry_store(uri=None):
+    return MlflowClient(tracking_uri=uri)._get_registry_client().store
+
+
+def run_readme_example(uri: str) -> list:
+    """The README example, verbatim but for the URI; returns what each load gave."""
+    mlflow.set_tracking_uri(uri)
+    mlflow.genai.register_prompt(name="qa_prompt", template="Answer the following question: {{question}}")
+    mlflow.genai.register_prompt(name="qa_prompt", template="Please answer concisely: {{question}}",
+                                 commit_message="Make prompt more concise")
+    mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
+    first = mlflow.genai.load_prompt("prompts:/qa_prompt@production")          # version 1, first template
+    mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=2)
+    second = mlflow.genai.load_prompt("prompts:/qa_prompt@production", cache_ttl_seconds=0)  # version 2
+    mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
+    with pytest.raises(MlflowException) as missing:
+        mlflow.genai.load_prompt("prompts:/qa_prompt@production", cache_ttl_seconds=0)  # clear error
+    return [
+        (first.version, first.template, first.aliases),
+        (second.version, second.template, second.commit_message, second.aliases),
+        (missing.value.error_code, "production" in missing.value.message),
+    ]  # fmt: skip
+
+
+EXPECTED = [
+    (1, "Answer the following question: {{question}}", ["production"]),
+    (2, "Please answer concisely: {{question}}", "Make prompt more concise", ["production"]),
+    ("INVALID_PARAMETER_VALUE", True),
+]
+
+
+@pytest.mark.parametrize(
+    ("group", "target"),
+    [
+        ("mlflow.tracking_store", tracking_store),
+        ("mlflow.model_registry_store", registry_store),
+    ],
+)
+def test_every_scheme_is_declared_and_loads(group, target):
+    # MLflow only *warns* when a plugin fails to import: load each one here and fail loudly.
+    declared = {ep.name: ep for ep in entry_points(group=group) if ep.name.startswith("prompt-alias+")}
+    assert sorted(declared) == sorted(SUPPORTED_SCHEMES)
+    for ep in declared.values():
+        assert ep.load() is target
+
+
+def test_example_in_process_on_every_engine(plugin_uri):
+    assert run_readme_example(plugin_uri) == EXPECTED
+    store = _registry_store()
+    assert type(store) is PromptAliasRegistryStore
+    assert store.db_uri == parse_store_uri(plugin_uri).db_uri
+
+
+def test_example_matches_stock(stock_sqlite_uri, sqlite_uri):
+    assert run_readme_example(stock_sqlite_uri) == run_readme_example(sqlite_uri) == EXPECTED
+
+
+def test_tracking_side_is_mlflow_store_on_inner_url(sqlite_uri, stock_sqlite_uri):
+    mlflow.set_tracking_uri(sqlite_uri)
+    experiment_id = mlflow.create_experiment("exp")
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_param("p", 1)
+    store = MlflowClient()._tracking_client.store
+    assert type(store) is TrackingSqlAlchemyStore
+    assert store.db_uri == parse_store_uri(sqlite_uri).db_uri
+    # The same default artifact root stock MLflow picks in-process.
+    stock = MlflowClient(tracking_uri=stock_sqlite_uri)._tracking_client.store
+    assert store.artifact_root_uri == stock.artifact_root_uri
+    assert MlflowClient().get_run(run.info.run_id).data.params == {"p": "1"}
+
+
+def test_read_replica_setting_is_honoured(sqlite_uri, tmp_path, monkeypatch):
+    replica = tmp_path / "replica.db"
+    shutil.copy(parse_store_uri(sqlite_uri).db_uri[len("sqlite:///") :], replica)
+    monkeypatch.setenv("_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE", f"prompt-alias+sqlite:///{replica}")
+    for store in (registry_store(sqlite_uri), tracking_store(sqlite_uri)):
+        assert store.read_engine is not None
+        assert store.read_engine.url.database == str(replica)
+
+
+def test_workspaces_are_refused_clearly(sqlite_uri, monkeypatch):
+    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
+    for builder in (registry_store, tracking_store):
+        with pytest.raises(MlflowException, match="do not support MLflow workspaces") as e:
+            builder(sqlite_uri)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+@pytest.mark.parametrize(
+    ("uri", "db_uri"),
+    [
+        ("prompt-alias+sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+        ("prompt-alias+sqlite:////abs/path/mlflow.db", "sqlite:////abs/path/mlflow.db"),
+        ("prompt-alias+postgresql://u:p@h:5432/db", "postgresql://u:p@h:5432/db"),
+        ("prompt-alias+postgresql+psycopg2://u@h/db", "postgresql+psycopg2://u@h/db"),
+        ("prompt-alias+postgresql+psycopg://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("prompt-alias+mysql://u@h/db", "mysql://u@h/db"),
+        ("prompt-alias+mysql+pymysql://root@127.0.0.1:3306/test", "mysql+pymysql://root@127.0.0.1:3306/test"),
+        ("prompt-alias+mssql+pyodbc://u:p@dsn", "mssql+pyodbc://u:p@dsn"),
+    ],
+)
+def test_accepted_uris(uri, db_uri):
+    assert parse_store_uri(uri).db_uri == db_uri
+
+
+@pytest.mark.parametrize(
+    ("uri", "complaint"),
+    [
+        ("sqlite:///mlflow.db", "Not a prompt-alias store URI"),
+        ("prompt-alias+", "no database URL"),
+        ("prompt-alias+://x", "no database URL"),
+        ("prompt-alias+sqlite", "no database URL"),
+        ("prompt-alias+oracle://scott:tiger-secret@h/db", "Unsupported database 'oracle'"),
+        ("prompt-alias+postgresql+asyncpg://u:hunter2-secret@h/db", "Unsupported database"),
+        ("prompt-alias+sqlite://", "names no SQLite file"),
+        ("prompt-alias+sqlite:///:memory:", "names no SQLite file"),
+        ("prompt-alias+postgresql://u:hunter2-secret@h:notaport/db", "Malformed database URL"),
+        ("prompt-alias+postgresql://", "names no database server"),
+    ],
+)
+def test_rejected_uris(uri, complaint):
+    with pytest.raises(MlflowException, match=complaint) as e:
+        parse_store_uri(uri)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert "prompt-alias+sqlite:///path/to/mlflow.db" in e.value.message  # lists accepted forms
+    assert "secret" not in e.value.message
+
+
+def test_bad_uri_through_mlflow_client_is_a_clear_error():
+    # An in-memory SQLite URI reaches our builder, which refuses it.
+    with pytest.raises(MlflowException, match="names no SQLite file") as e:
+        MlflowClient(tracking_uri="prompt-alias+sqlite://").search_prompts()
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    # A dialect we do not claim has no entry point: MLflow's own "unsupported URI" error.
+    with pytest.raises(MlflowException, match="unsupported URI") as e:
+        MlflowClient(tracking_uri="prompt-alias+oracle://h/db").search_prompts()
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_password_never_logged(caplog, monkeypatch):
+    monkeypatch.setattr("mlflow.store.db.utils.MAX_RETRY_COUNT", 2)  # fail fast, not in 100 s
+    caplog.set_level("DEBUG")
+    with pytest.raises(Exception):
+        PromptAliasRegistryStore("prompt-alias+postgresql://u:pw-secret-1@127.0.0.1:1/db")
+    assert "pw-secret-1" not in caplog.text
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("backend", ["sqlite_uri", pytest.param("postgres_uri", marks=pytest.mark.postgres)])
+def test_example_through_mlflow_server(backend, request, tmp_path):
+    backend_uri = request.getfixturevalue(backend)
+    with mlflow_server(backend_uri, tmp_path) as (url, log_path):
+        assert run_readme_example(url) == EXPECTED
+        assert type(_registry_store()).__name__ == "RestStore"  # the client is stock MLflow
+    # The server's registry store was this package's: it journaled every alias change.
+    history = PromptAliasClient(backend_uri).get_alias_history("qa_prompt")
+    assert [(e.action, e.from_version, e.to_version) for e in history] == [
+        ("delete", 2, None), ("move", 1, 2), ("set", None, 1)]  # fmt: skip

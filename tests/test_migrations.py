@@ -1,0 +1,76 @@
+"""Our own schema: every released revision upgrades to head and keeps working; the models
+and the migrations agree; MLflow's tables and version table sit beside ours, untouched."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+import mlflow
+
+from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
+from mlflow_prompt_alias_store._db import head_revision, include_object
+from mlflow_prompt_alias_store._models import VERSION_TABLE, Base
+
+from tests._journal_check import check_journal
+from tests._oracle import db_snapshot
+
+DATA = Path(__file__).parent / "data"
+# One small database per released revision, made by the code of that release.
+RELEASED = {"0001_alias_events": DATA / "schema_0001_alias_events.db"}
+
+
+@pytest.mark.parametrize("revision", sorted(RELEASED))
+def test_released_schema_upgrades_and_works(revision, tmp_path):
+    path = tmp_path / "old.db"
+    shutil.copy(RELEASED[revision], path)
+    uri = f"prompt-alias+sqlite:///{path}"
+    before = db_snapshot(uri)
+    assert before[VERSION_TABLE] == [(repr(revision),)]
+
+    client = PromptAliasClient(uri)  # opening the store upgrades it
+    after = db_snapshot(uri)
+    assert after[VERSION_TABLE] == [(repr(head_revision()),)]
+    assert after["prompt_alias_events"] == before["prompt_alias_events"]  # history kept
+    mlflow_tables = {k for k in before if not k.startswith(("prompt_alias_", VERSION_TABLE))}
+    assert {k: after[k] for k in mlflow_tables} == {k: before[k] for k in mlflow_tables}
+
+    # The upgraded database works with every operation.
+    history = client.get_alias_history("qa_prompt")
+    assert [(e.alias, e.action) for e in history] == [
+        ("staging", "delete"), ("staging", "set"), ("production", "move"), ("production", "set")]
+    assert history[0].actor == "release-0001"
+    assert client.rollback_alias("qa_prompt", "production").to_version == 1
+    client.protect_alias("production")
+    mlflow.set_tracking_uri(uri)
+    with pytest.raises(mlflow.exceptions.MlflowException, match="is protected"):
+        mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
+    assert client.set_alias_if("qa_prompt", "production", 3, 1).to_version == 3
+    assert client.resolve_alias_at("qa_prompt", "staging", history[1].timestamp) == 3
+    check_journal(uri)
+
+
+def test_models_match_migrations_and_autogenerate_sees_only_ours(sqlite_uri):
+    engine = sqlalchemy.create_engine(sqlite_uri.removeprefix("prompt-alias+"))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_object": include_object, "version_table": VERSION_TABLE}
+        )
+        assert context.get_current_revision() == head_revision()
+        # No difference between our models and the migrated database, and no proposal to
+        # drop MLflow's tables (the filter keeps autogenerate on ours).
+        assert compare_metadata(context, Base.metadata) == []
+    engine.dispose()
+
+
+def test_both_version_tables_coexist(sqlite_uri):
+    PromptAliasRegistryStore(sqlite_uri)
+    tables = set(sqlalchemy.inspect(sqlalchemy.create_engine(sqlite_uri[13:])).get_table_names())
+    assert {"alembic_version", VERSION_TABLE} <= tables
+    assert {t for t in tables if t.startswith("prompt_alias_")} == {
+        "prompt_alias_events", "prompt_alias_protected", "prompt_alias_protection_events"}  # fmt: skip

@@ -1,0 +1,312 @@
+"""``mlflow server --app-name prompt-alias``: every endpoint through a real server process,
+errors with MLflow's format and status codes, parity with the direct client, the stock
+routes and UI still served, the app client entry point, and webhooks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import requests
+
+import mlflow
+import mlflow.genai
+import mlflow.server
+from mlflow import MlflowClient
+from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
+from mlflow.exceptions import MlflowException
+
+from mlflow_prompt_alias_store import PromptAliasClient
+
+from tests._oracle import db_snapshot, normalize
+from tests._server import mlflow_server
+
+pytestmark = pytest.mark.server
+API = "/api/2.0/mlflow/prompt-alias"
+# Webhooks to a receiver on 127.0.0.1, and a short cache of who subscribes to what.
+SERVER_ENV = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def server(_sqlite_template, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("app-server")
+    shutil.copy(_sqlite_template, workdir / "app.db")
+    uri = f"prompt-alias+sqlite:///{workdir / 'app.db'}"
+    with mlflow_server(uri, workdir, "--app-name", "prompt-alias", workers=2, env=SERVER_ENV) as (url, _):
+        yield url, uri
+
+
+def _prompt(url, name, versions=3):
+    mlflow.set_tracking_uri(url)
+    for i in range(1, versions + 1):
+        mlflow.genai.register_prompt(name=name, template=f"{name} v{i} {{{{q}}}}")
+
+
+def _error(response, status, code, match=""):
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error_code"] == code, body
+    assert match in body["message"], body
+    return body
+
+
+def test_every_endpoint_succeeds(server):
+    url, _ = server
+    _prompt(url, "ep")
+    mlflow.genai.set_prompt_alias(name="ep", alias="production", version=1)
+    mlflow.genai.set_prompt_alias(name="ep", alias="production", version=3)
+    r = requests.get(url + f"{API}/history", params={"name": "ep", "max_results": 1})
+    assert r.status_code == 200
+    body = r.json()
+    assert [e["action"] for e in body["events"]] == ["move"] and body["next_page_token"]
+    r = requests.get(url + f"{API}/history", params={"name": "ep", "page_token": body["next_page_token"]})
+    assert [e["sequence"] for e in r.json()["events"]] == [1]
+    now = int(time.time() * 1000) + 1
+    r = requests.get(url + f"{API}/resolve-at", params={"name": "ep", "alias": "production", "timestamp_ms": now})
+    assert r.json() == {"version": 3}
+    r = requests.post(url + f"{API}/rollback", json={"name": "ep", "alias": "production"})
+    assert r.json()["event"]["to_version"] == 1 and r.json()["event"]["action"] == "rollback"
+    r = requests.post(url + f"{API}/set-if", json={"name": "ep", "alias": "production", "version": "2",
+                                                   "expected_version": 1})  # fmt: skip
+    assert r.json()["event"]["to_version"] == 2
+    r = requests.post(url + f"{API}/set-if", json={"name": "ep", "alias": "canary", "version": 2,
+                                                   "expected_version": None})  # fmt: skip
+    assert r.json()["event"]["action"] == "set"
+    r = requests.get(url + f"{API}/aliases", params={"name": "ep"})
+    assert r.json() == {"aliases": [{"name": "ep", "alias": "canary", "version": 2},
+                                    {"name": "ep", "alias": "production", "version": 2}]}  # fmt: skip
+    r = requests.post(url + f"{API}/protect", json={"alias": "gold"})
+    assert r.json()["protected_alias"]["alias"] == "gold"
+    assert "gold" in [p["alias"] for p in requests.get(url + f"{API}/protected").json()["protected_aliases"]]
+    assert requests.post(url + f"{API}/unprotect", json={"alias": "gold"}).json() == {}
+    events = requests.get(url + f"{API}/protection-history", params={"alias": "gold"}).json()["events"]
+    assert [e["action"] for e in events] == ["unprotect", "protect"]
+
+
+BAD_REQUESTS = [
+    ("post", "rollback", "not json", 400, "INVALID_PARAMETER_VALUE", "must be a JSON object"),
+    ("post", "rollback", [1, 2], 400, "INVALID_PARAMETER_VALUE", "must be a JSON object"),
+    ("post", "rollback", {"name": "err"}, 400, "INVALID_PARAMETER_VALUE", "'alias'"),
+    ("post", "rollback", {"name": 5, "alias": "production"}, 400, "INVALID_PARAMETER_VALUE", "expected a string"),
+    ("post", "rollback", {"name": "ghost", "alias": "production"}, 404, "RESOURCE_DOES_NOT_EXIST", "name=ghost"),
+    ("post", "rollback", {"name": "err", "alias": "nope"}, 404, "RESOURCE_DOES_NOT_EXIST", "no history"),
+    ("post", "rollback", {"name": "err", "alias": "production"}, 409, "INVALID_STATE", "Nothing to roll back"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": 2}, 400, "INVALID_PARAMETER_VALUE",
+     "expected_version"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": "two", "expected_version": 1}, 400,
+     "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": 2.5, "expected_version": 1}, 400,
+     "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": True, "expected_version": 1}, 400,
+     "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": 2, "expected_version": 3}, 409,
+     "ABORTED", "points to version 1"),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": 9, "expected_version": 1}, 404,
+     "RESOURCE_DOES_NOT_EXIST", "version=9"),
+    ("post", "set-if", {"name": "err", "alias": "latest", "version": 2, "expected_version": 1}, 400,
+     "INVALID_PARAMETER_VALUE", "reserved"),
+    ("post", "protect", {}, 400, "INVALID_PARAMETER_VALUE", "'alias'"),
+    ("post", "protect", {"alias": "v1"}, 400, "INVALID_PARAMETER_VALUE", "reserved"),
+    ("post", "unprotect", {"alias": "never"}, 404, "RESOURCE_DOES_NOT_EXIST", "not protected"),
+    ("get", "history", {}, 400, "INVALID_PARAMETER_VALUE", "'name'"),
+    ("get", "history", {"name": "err", "max_results": "many"}, 400, "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("get", "history", {"name": "err", "max_results": 5000}, 400, "INVALID_PARAMETER_VALUE", "max_results"),
+    ("get", "history", {"name": "err", "page_token": "junk"}, 400, "INVALID_PARAMETER_VALUE", "page token"),
+    ("get", "history", {"name": "ghost"}, 404, "RESOURCE_DOES_NOT_EXIST", "name=ghost"),
+    ("get", "resolve-at", {"name": "err", "alias": "production"}, 400, "INVALID_PARAMETER_VALUE", "timestamp_ms"),
+    ("get", "resolve-at", {"name": "err", "alias": "production", "timestamp_ms": "-5"}, 400,
+     "INVALID_PARAMETER_VALUE", "timestamp_ms"),
+    ("get", "aliases", {"alias": "a/b"}, 400, "INVALID_PARAMETER_VALUE", "alias"),
+]
+
+
+@pytest.mark.parametrize(("method", "endpoint", "payload", "status", "code", "match"), BAD_REQUESTS,
+                         ids=[f"{m}-{e}-{i}" for i, (m, e, *_) in enumerate(BAD_REQUESTS)])  # fmt: skip
+def test_bad_requests_fail_cleanly_and_change_nothing(server, method, endpoint, payload, status, code, match):
+    url, uri = server
+    if "err" not in {p.name for p in MlflowClient(tracking_uri=uri).search_prompts()}:
+        _prompt(url, "err", 2)
+        mlflow.genai.set_prompt_alias(name="err", alias="production", version=1)
+    before = db_snapshot(uri)
+    if method == "get":
+        response = requests.get(url + f"{API}/{endpoint}", params=payload)
+    elif isinstance(payload, str):
+        response = requests.post(url + f"{API}/{endpoint}", data=payload,
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    else:
+        response = requests.post(url + f"{API}/{endpoint}", json=payload)
+    _error(response, status, code, match)
+    assert db_snapshot(uri) == before
+
+
+def test_protected_alias_through_the_app(server):
+    url, uri = server
+    _prompt(url, "prot")
+    mlflow.genai.set_prompt_alias(name="prot", alias="release", version=2)
+    client = PromptAliasClient(url)
+    client.protect_alias("release")
+    before = db_snapshot(uri)
+    with pytest.raises(MlflowException, match="is protected") as e:
+        mlflow.genai.delete_prompt_alias(name="prot", alias="release")
+    assert e.value.error_code == "INVALID_STATE"
+    assert db_snapshot(uri) == before
+    client.unprotect_alias("release")
+
+
+def _parity_scenario(client, register):
+    register()
+    steps = []
+
+    def step(label, fn):
+        try:
+            steps.append((label, normalize(fn())))
+        except MlflowException as e:
+            steps.append((label, ("raised", e.error_code)))
+
+    mlflow.genai.set_prompt_alias(name="par", alias="production", version=1)
+    mlflow.genai.set_prompt_alias(name="par", alias="production", version=3)
+    step("history", lambda: client.get_alias_history("par"))
+    step("history page", lambda: client.get_alias_history("par", max_results=1))
+    step("resolve now", lambda: client.resolve_alias_at("par", "production", int(time.time() * 1000) + 5))
+    step("resolve before", lambda: client.resolve_alias_at("par", "production", 0))
+    step("rollback", lambda: client.rollback_alias("par", "production"))
+    step("rollback again", lambda: client.rollback_alias("par", "production"))
+    step("cas ok", lambda: client.set_alias_if("par", "production", 2, 3))
+    step("cas same", lambda: client.set_alias_if("par", "production", 2, 2))
+    step("cas aborted", lambda: client.set_alias_if("par", "production", 1, 3))
+    step("cas create", lambda: client.set_alias_if("par", "canary", 1, None))
+    step("cas missing version", lambda: client.set_alias_if("par", "canary", 7, 1))
+    step("rollback created", lambda: client.rollback_alias("par", "canary"))
+    step("protect", lambda: client.protect_alias("parity-gold"))
+    step("protected", lambda: client.list_protected_aliases())
+    step("unprotect", lambda: client.unprotect_alias("parity-gold"))
+    step("unprotect again", lambda: client.unprotect_alias("parity-gold"))
+    step("protection history", lambda: client.get_protection_history("parity-gold"))
+    step("aliases", lambda: client.list_aliases(name="par"))
+    step("unknown prompt", lambda: client.get_alias_history("ghost"))
+    step("bad alias", lambda: client.list_aliases(alias="a b"))
+    step("bad max", lambda: client.get_alias_history("par", max_results=0))
+    return steps
+
+
+def test_http_client_matches_direct_client(server, sqlite_uri):
+    url, _ = server
+    direct = _parity_scenario(PromptAliasClient(sqlite_uri), lambda: _prompt(sqlite_uri, "par"))
+    over_http = _parity_scenario(
+        mlflow.server.get_app_client("prompt-alias", tracking_uri=url), lambda: _prompt(url, "par")
+    )
+    assert [label for label, _ in over_http] == [label for label, _ in direct]
+    for (label, expected), (_, actual) in zip(direct, over_http):
+        assert actual == expected, label
+
+
+def test_stock_routes_and_ui_still_answer(server):
+    url, _ = server
+    assert requests.get(url + "/health").text == "OK"
+    index = requests.get(url + "/")
+    assert index.status_code == 200 and "<html" in index.text.lower()
+    r = requests.get(url + "/api/2.0/mlflow/registered-models/search")
+    assert r.status_code == 200
+    r = requests.get(url + "/ajax-api/2.0/mlflow/registered-models/search")
+    assert r.status_code == 200
+
+
+def test_page_renders_and_get_changes_nothing(server):
+    url, uri = server
+    _prompt(url, "page")
+    mlflow.genai.set_prompt_alias(name="page", alias="production", version=2)
+    before = db_snapshot(uri)
+    index = requests.get(url + "/prompt-alias/")
+    assert index.status_code == 200 and "page" in index.text and "production → v2" in index.text
+    detail = requests.get(url + "/prompt-alias/prompt", params={"name": "page"})
+    assert detail.status_code == 200 and "<svg" in detail.text and 'class="rollback"' in detail.text
+    assert not any(s in detail.text for s in ("http://", "https://", "//cdn"))  # nothing external
+    missing = requests.get(url + "/prompt-alias/prompt", params={"name": "ghost"})
+    assert missing.status_code == 404
+    assert db_snapshot(uri) == before
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list = []
+
+    def do_POST(self):  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        _Receiver.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_rollback_fires_mlflow_webhooks(server):
+    url, _ = server
+    receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    try:
+        _prompt(url, "hook")
+        mlflow.genai.set_prompt_alias(name="hook", alias="production", version=1)
+        mlflow.genai.set_prompt_alias(name="hook", alias="production", version=2)
+        webhook = MlflowClient().create_webhook(
+            name="alias-hook", url=f"http://127.0.0.1:{receiver.server_port}/hook",
+            events=[WebhookEvent(WebhookEntity.PROMPT_ALIAS, WebhookAction.CREATED)],
+        )  # fmt: skip
+        _Receiver.received.clear()
+        time.sleep(1.5)  # let the server's 1 s webhook-subscription cache expire
+        PromptAliasClient(url).rollback_alias("hook", "production")
+        deadline = time.monotonic() + 30
+        while not _Receiver.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _Receiver.received, "no webhook delivered"
+        [payload] = _Receiver.received
+        assert (payload["entity"], payload["action"]) == ("prompt_alias", "created")
+        assert payload["data"] == {"name": "hook", "alias": "production", "version": "1"}
+        MlflowClient().delete_webhook(webhook.webhook_id)
+    finally:
+        receiver.shutdown()
+
+
+def test_cli_works_with_an_http_tracking_uri(server):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    url, _ = server
+    _prompt(url, "cli")
+    mlflow.genai.set_prompt_alias(name="cli", alias="production", version=1)
+    mlflow.genai.set_prompt_alias(name="cli", alias="production", version=2)
+    cli = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+
+    def run(*args):
+        return subprocess.run([cli, *args, "--tracking-uri", url], capture_output=True, text=True, timeout=120)
+
+    out = json.loads(run("history", "cli", "--output", "json").stdout)
+    assert [e["action"] for e in out["events"]] == ["move", "set"]
+    assert run("rollback", "cli", "production").returncode == 0
+    assert json.loads(run("aliases", "--name", "cli", "--output", "json").stdout)["aliases"] == [
+        {"name": "cli", "alias": "production", "version": 1}]  # fmt: skip
+    failed = run("set-if", "cli", "production", "2", "--expected", "3")
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1] == (
+        "Error: ABORTED: Alias 'production' of 'cli' points to version 1; expected it to point "
+        "to version 3. Nothing was changed.")  # fmt: skip
+
+
+def test_app_entry_points_load():
+    from importlib.metadata import entry_points
+
+    from mlflow_prompt_alias_store._app import create_app
+
+    [app] = [ep for ep in entry_points(group="mlflow.app") if ep.name == "prompt-alias"]
+    assert app.load() is create_app
+    [client] = [ep for ep in entry_points(group="mlflow.app.client") if ep.name == "prompt-alias"]
+    assert client.load() is PromptAliasClient

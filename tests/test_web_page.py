@@ -1,0 +1,104 @@
+"""The alias timeline page in headless Chromium (Debian's chromium and chromium-driver):
+aliases and timeline shown, rollback asks first and then moves the alias in the database,
+user-supplied strings shown as text."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import mlflow
+import mlflow.genai
+
+from mlflow_prompt_alias_store import PromptAliasClient
+
+from tests._server import mlflow_server
+
+pytestmark = pytest.mark.server
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+EVIL_ACTOR = "<script>window.__pwned = 1</script>"
+EVIL_MESSAGE = "<img src=x onerror=\"window.__pwned = 2\"> shorter <b>answers</b>"
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
+        from tests.conftest import unavailable
+
+        unavailable("Debian's chromium and chromium-driver are not installed")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 f"--user-data-dir={tmp_path / 'chromium-profile'}", "--window-size=1200,1000"):
+        options.add_argument(flag)  # fmt: skip
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.implicitly_wait(5)
+    yield driver
+    driver.quit()
+
+
+def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    with mlflow_server(sqlite_uri, tmp_path, "--app-name", "prompt-alias", workers=2) as (url, _):
+        mlflow.set_tracking_uri(url)
+        mlflow.genai.register_prompt(name="qa_prompt", template="Answer: {{question}}")
+        mlflow.genai.register_prompt(name="qa_prompt", template="Briefly: {{question}}",
+                                     commit_message=EVIL_MESSAGE)  # fmt: skip
+        mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", EVIL_ACTOR)  # sent as basic auth
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
+        mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=2)
+        mlflow.genai.set_prompt_alias(name="qa_prompt", alias="staging", version=1)
+        monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+        monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+
+        browser.get(url + "/prompt-alias/")
+        assert "production → v2" in browser.find_element(By.ID, "prompts").text
+        browser.find_element(By.LINK_TEXT, "qa_prompt").click()
+        assert browser.find_element(By.ID, "prompt-name").text == "qa_prompt"
+
+        # The timeline: one lane per alias, production's segments v1 then v2.
+        segments = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment")
+        assert [(s.get_attribute("data-alias"), s.get_attribute("data-version")) for s in segments] == [
+            ("production", "1"), ("production", "2"), ("staging", "1")]  # fmt: skip
+        # User-supplied strings are text, never markup or script.
+        actors = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#events td.actor")]
+        assert EVIL_ACTOR in actors
+        messages = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#versions td.commit-message")]
+        assert EVIL_MESSAGE in messages
+        assert browser.execute_script("return window.__pwned === undefined")
+        browser.save_screenshot(str(tmp_path / "prompt-alias-page.png"))
+
+        row = 'tr[data-alias="production"] button.rollback'
+        # Dismissing the confirmation changes nothing.
+        browser.find_element(By.CSS_SELECTOR, row).click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.dismiss()
+        assert PromptAliasClient(sqlite_uri).list_aliases(alias="production")[0].version == 2
+
+        # Confirming rolls production back to version 1.
+        browser.find_element(By.CSS_SELECTOR, row).click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.accept()
+        WebDriverWait(browser, 15).until(lambda b: b.find_element(
+            By.CSS_SELECTOR, 'tr[data-alias="production"] td.version').text == "v1")  # fmt: skip
+        browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
+    [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
+    assert production.version == 1
+    latest = PromptAliasClient(sqlite_uri).get_alias_history("qa_prompt", alias="production")[0]
+    assert (latest.action, latest.from_version, latest.to_version) == ("rollback", 2, 1)
+    if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "prompt-alias-page.png", artifacts)
