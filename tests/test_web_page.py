@@ -47,6 +47,7 @@ def browser(tmp_path):
 
 
 def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -92,8 +93,15 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         browser.find_element(By.CSS_SELECTOR, row).click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         browser.switch_to.alert.accept()
-        WebDriverWait(browser, 15).until(lambda b: b.find_element(
-            By.CSS_SELECTOR, 'tr[data-alias="production"] td.version').text == "v1")  # fmt: skip
+        # The page reloads after the rollback: read the cell in one script call, so an element
+        # found before the reload is never used after it (chromedriver reports that as an
+        # "unknown error", not as a stale element the wait would retry).
+        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
+            lambda b: b.execute_script(
+                "var td = document.querySelector('tr[data-alias=\"production\"] td.version');"
+                "return td && td.textContent;"
+            ) == "v1"
+        )
         browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
     [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
     assert production.version == 1
