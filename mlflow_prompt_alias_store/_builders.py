@@ -46,9 +46,10 @@ def tracking_store(store_uri: str, artifact_uri: str | None = None):
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    from mlflow_prompt_alias_store._uri import parse_store_uri
+    from mlflow_prompt_alias_store._uri import parse_store_uri, require_driver
 
     parsed = parse_store_uri(store_uri)
+    require_driver(parsed)
     _refuse_workspaces()
     if artifact_uri is None:
         artifact_uri = os.environ.get(

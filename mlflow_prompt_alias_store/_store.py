@@ -53,7 +53,7 @@ from mlflow_prompt_alias_store._entities import (
 from mlflow_prompt_alias_store._fast_reads import FastReadsMixin
 from mlflow_prompt_alias_store._journal import Journal, current_actor, is_transient, to_entity
 from mlflow_prompt_alias_store._models import SqlAliasEvent, SqlProtectedAlias, SqlProtectionEvent
-from mlflow_prompt_alias_store._uri import inner_db_uri, parse_store_uri
+from mlflow_prompt_alias_store._uri import inner_db_uri, parse_store_uri, require_driver
 
 _logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ class PromptAliasRegistryStore(FastReadsMixin, SqlAlchemyStore):
         read_db_uri: str | None = None,
     ) -> None:
         parsed = parse_store_uri(store_uri)
+        require_driver(parsed)
         self.store_uri = parsed.uri
         # MLflow creates or upgrades its own tables here; ours follow.
         super().__init__(parsed.db_uri, read_db_uri=inner_db_uri(read_db_uri))

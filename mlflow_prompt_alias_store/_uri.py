@@ -110,6 +110,37 @@ def parse_store_uri(uri: str) -> StoreUri:
     return StoreUri(uri=uri, db_uri=inner, dialect=dialect)
 
 
+# What to install for each dialect's default driver, for the "driver missing" error.
+_DRIVER_HINTS = {
+    "postgresql": "pip install 'mlflow-prompt-alias-store[postgresql]'",
+    "postgresql+psycopg": "pip install 'mlflow-prompt-alias-store[postgresql]'",
+    "postgresql+psycopg2": "pip install 'mlflow-prompt-alias-store[postgresql]'",
+    "mysql+pymysql": "pip install 'mlflow-prompt-alias-store[mysql]'",
+    "mysql": (
+        "pip install mysqlclient, or use prompt-alias+mysql+pymysql://… with "
+        "pip install 'mlflow-prompt-alias-store[mysql]'"
+    ),
+    "mssql+pyodbc": "pip install pyodbc",
+}
+
+
+def require_driver(parsed: StoreUri) -> None:
+    """Raise a clear ``MlflowException`` if the URI's database driver cannot be imported.
+
+    Without this, MLflow's engine creation fails with a bare ``ModuleNotFoundError`` (e.g.
+    ``MySQLdb`` for ``prompt-alias+mysql://``, SQLAlchemy's default MySQL driver).
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        make_url(parsed.db_uri).get_dialect().import_dbapi()
+    except ImportError as e:
+        hint = _DRIVER_HINTS.get(parsed.dialect, "install the database driver")
+        raise _invalid(
+            f"The database driver for {redact(parsed.uri)!r} is not installed ({e}): {hint}."
+        ) from e
+
+
 def inner_db_uri(uri: str | None) -> str | None:
     """Return the SQLAlchemy URL inside ``uri``; a URI without our prefix is returned as is.
 

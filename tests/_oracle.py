@@ -17,8 +17,9 @@ from mlflow.store.entities.paged_list import PagedList
 _TIME_KEY = re.compile(r"time(stamp)?$", re.IGNORECASE)
 
 
-def normalize(obj: Any) -> Any:
-    """A comparable, time-free picture of a result (entities, lists, paged lists, errors)."""
+def normalize(obj: Any, keep_times: bool = False) -> Any:
+    """A comparable picture of a result (entities, lists, paged lists, errors), without its
+    timestamps unless ``keep_times`` (two stores reading one database must agree on them)."""
     if isinstance(obj, BaseException):
         code = getattr(obj, "error_code", None)
         message = obj.message if isinstance(obj, MlflowException) else str(obj)
@@ -26,14 +27,18 @@ def normalize(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     if isinstance(obj, dict):
-        return {str(k): normalize(v) for k, v in obj.items() if not _TIME_KEY.search(str(k))}
+        return {
+            str(k): normalize(v, keep_times)
+            for k, v in obj.items()
+            if keep_times or not _TIME_KEY.search(str(k))
+        }
     if isinstance(obj, PagedList):
-        return {"items": [normalize(x) for x in obj], "token": obj.token}
+        return {"items": [normalize(x, keep_times) for x in obj], "token": obj.token}
     if isinstance(obj, (list, tuple, set, frozenset)):
-        items = [normalize(x) for x in obj]
+        items = [normalize(x, keep_times) for x in obj]
         return sorted(items, key=repr) if isinstance(obj, (set, frozenset)) else items
     if hasattr(obj, "__dict__"):
-        return (type(obj).__name__, normalize(vars(obj)))
+        return (type(obj).__name__, normalize(vars(obj), keep_times))
     return repr(obj)
 
 

@@ -4,6 +4,7 @@ in-process on every engine and through a real ``mlflow server``."""
 from __future__ import annotations
 
 import shutil
+import sys
 from importlib.metadata import entry_points
 
 import pytest
@@ -163,6 +164,30 @@ def test_bad_uri_through_mlflow_client_is_a_clear_error():
     with pytest.raises(MlflowException, match="unsupported URI") as e:
         MlflowClient(tracking_uri="prompt-alias+oracle://h/db").search_prompts()
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_missing_driver_is_a_clear_error(monkeypatch):
+    # prompt-alias+mysql:// means SQLAlchemy's default MySQL driver, mysqlclient (MySQLdb),
+    # which the [mysql] extra does not bring; hide it in case it is installed.
+    monkeypatch.setitem(sys.modules, "MySQLdb", None)
+    uri = "prompt-alias+mysql://root:pw-secret-2@127.0.0.1:3306/test"
+    for build in (registry_store, tracking_store):
+        with pytest.raises(MlflowException, match="driver .* is not installed.*mysql\\+pymysql") as e:
+            build(uri)
+        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+        assert "pw-secret-2" not in e.value.message
+    with pytest.raises(MlflowException, match="is not installed"):
+        MlflowClient(tracking_uri=uri).search_prompts()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("driver", ["postgresql+psycopg2", "postgresql+psycopg"])
+def test_explicit_postgres_drivers(postgres_uri, driver):
+    uri = postgres_uri.replace("prompt-alias+postgresql://", f"prompt-alias+{driver}://")
+    assert run_readme_example(uri) == EXPECTED
+    store = _registry_store()
+    assert type(store) is PromptAliasRegistryStore
+    assert store.engine.dialect.driver == driver.split("+")[1]
 
 
 def test_password_never_logged(caplog, monkeypatch):
