@@ -244,6 +244,10 @@ def create_app(app: Flask = mlflow_app):
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
         from mlflow.server.fastapi_app import create_fastapi_app
 
+        from mlflow_prompt_alias_store import _native_reads
+
         _set_tcp_nodelay_on_inherited_listeners()
-        return create_fastapi_app(app)
+        fastapi_app = create_fastapi_app(app)
+        _native_reads.install(fastapi_app)
+        return fastapi_app
     return app

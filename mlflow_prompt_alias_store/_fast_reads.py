@@ -16,9 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, cast, literal, null, select, union_all
+from sqlalchemy import Integer, and_, bindparam, cast, func, literal, null, select, true, union_all
 
-from mlflow.entities.model_registry import ModelVersion, ModelVersionTag, Prompt
+from mlflow.entities.model_registry import (
+    ModelVersion,
+    ModelVersionTag,
+    Prompt,
+    RegisteredModel,
+    RegisteredModelAlias,
+    RegisteredModelTag,
+)
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
 from mlflow.prompt.registry_utils import has_prompt_tag, model_version_to_prompt_version
@@ -71,6 +78,39 @@ _BY_VERSION = _version_query(bindparam("version"), _RM)
 _MODEL = select(_RM.c.name, _RM.c.description, _RM.c.creation_time).where(
     _RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME
 )
+# The latest live version of each stage, as stock's ``SqlRegisteredModel.to_mlflow_entity``
+# picks them; ``first`` orders the stages as stock's walk over the versions meets them.
+_STAGES = (
+    select(
+        func.max(_MV.c.version).label("latest"),
+        func.min(_MV.c.version).label("first"),
+    )
+    .where(_MV.c.workspace == _P_WORKSPACE, _MV.c.name == _P_NAME,
+           _MV.c.current_stage != STAGE_DELETED_INTERNAL)
+    .group_by(_MV.c.current_stage)
+)  # fmt: skip
+_STAGES_SUBQUERY = _STAGES.subquery("stages")
+# The registered model and its latest versions in one statement (one row, its version
+# columns NULL, for a model without versions).
+_MODEL_WITH_LATEST = (
+    select(
+        _RM.c.name.label("rm_name"),
+        _RM.c.creation_time.label("rm_creation_time"),
+        _RM.c.last_updated_time.label("rm_last_updated_time"),
+        _RM.c.description.label("rm_description"),
+        _RM.c.workspace.label("rm_workspace"),
+        *_MV.c,
+    )
+    .select_from(
+        _RM.outerjoin(_STAGES_SUBQUERY, true()).outerjoin(
+            _MV,
+            and_(_MV.c.workspace == _RM.c.workspace, _MV.c.name == _RM.c.name,
+                 _MV.c.version == _STAGES_SUBQUERY.c.latest),
+        )
+    )
+    .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+    .order_by(_STAGES_SUBQUERY.c.first)
+)  # fmt: skip
 _MODEL_TAGS = select(_RM_TAG.c.key, _RM_TAG.c.value).where(
     _RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME
 )
@@ -87,6 +127,39 @@ _TAGS_AND_ALIASES = union_all(
     select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version)
     .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
 )  # fmt: skip
+# The same for a registered model: its tags and aliases, and the tags of its latest versions.
+_MODEL_TAGS_AND_ALIASES = union_all(
+    select(literal("rm").label("kind"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION)
+    .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
+    select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version)
+    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
+    select(literal("mv"), _MV_TAG.c.key, _MV_TAG.c.value, _MV_TAG.c.version)
+    .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME,
+           _MV_TAG.c.version.in_(_STAGES.with_only_columns(func.max(_MV.c.version)))),
+)  # fmt: skip
+
+
+def _model_version(row, tags: list[tuple[str, str]], aliases: list[str]) -> ModelVersion:
+    """The ``ModelVersion`` stock MLflow returns for a version row: the fields of
+    ``SqlModelVersion.to_mlflow_entity`` (built directly, not through transient ORM objects,
+    which cost more than the queries)."""
+    return ModelVersion(
+        row["name"],
+        row["version"],
+        row["creation_time"],
+        row["last_updated_time"],
+        row["description"],
+        row["user_id"],
+        row["current_stage"],
+        row["source"],
+        row["run_id"],
+        row["status"],
+        row["status_message"],
+        [ModelVersionTag(k, v) for k, v in tags],
+        row["run_link"],
+        aliases,
+        workspace=row["workspace"],
+    )
 
 
 class _Resolved:
@@ -100,27 +173,9 @@ class _Resolved:
         self.aliases = aliases
 
     def model_version(self) -> ModelVersion:
-        """The ``ModelVersion`` stock MLflow returns: the fields of
-        ``SqlModelVersion.to_mlflow_entity`` (built directly, not through transient ORM
-        objects, which cost more than the queries), plus the version's aliases."""
-        row = self.mv_row
-        return ModelVersion(
-            row["name"],
-            row["version"],
-            row["creation_time"],
-            row["last_updated_time"],
-            row["description"],
-            row["user_id"],
-            row["current_stage"],
-            row["source"],
-            row["run_id"],
-            row["status"],
-            row["status_message"],
-            [ModelVersionTag(k, v) for k, v in self.mv_tags],
-            row["run_link"],
-            [alias for alias, version in self.aliases if version == row["version"]],
-            workspace=row["workspace"],
-        )
+        """The ``ModelVersion`` stock MLflow returns, with the version's aliases."""
+        version = self.mv_row["version"]
+        return _model_version(self.mv_row, self.mv_tags, [a for a, v in self.aliases if v == version])
 
     @property
     def is_prompt(self) -> bool:
@@ -221,21 +276,78 @@ class FastReadsMixin:
                 )
         return super().get_prompt(name)
 
+    # ------------------------------------------------------------------ registered models
+
+    def fast_registered_model(self, name: Any) -> RegisteredModel | None:
+        """The registered model (or prompt) stock's ``get_registered_model`` returns, in two
+        statements, or ``None`` when it is not there (the caller falls back to stock)."""
+        if not isinstance(name, str):
+            return None
+        params = {"workspace": self._get_active_workspace(), "name": name}
+        with (self.read_engine or self.engine).connect() as conn:
+            rows = conn.execute(_MODEL_WITH_LATEST, params).mappings().all()
+            if not rows:
+                return None
+            extras = conn.execute(_MODEL_TAGS_AND_ALIASES, params).all()
+        return self._registered_model(rows, extras)
+
+    def get_registered_model(self, name):
+        """A registered model (or prompt) with its latest versions, tags and aliases in two
+        statements; stock's result and errors.
+
+        Stock loads every version of the model to pick the latest per stage; over HTTP the
+        stock client calls this (``registered-models/get``) twice per ``load_prompt``.
+        """
+        return self.fast_registered_model(name) or super().get_registered_model(name)
+
+    @staticmethod
+    def _registered_model(rows, extras) -> RegisteredModel:
+        tags, aliases, version_tags = [], [], {}
+        for kind, key, value, version in extras:
+            if kind == "rm":
+                tags.append(RegisteredModelTag(key, value))
+            elif kind == "alias":
+                aliases.append(RegisteredModelAlias(key, version))
+            else:
+                version_tags.setdefault(version, []).append((key, value))
+        model = rows[0]
+        return RegisteredModel(
+            model["rm_name"],
+            model["rm_creation_time"],
+            model["rm_last_updated_time"],
+            model["rm_description"],
+            # Stock's latest versions carry their tags but not their aliases.
+            [_model_version(r, version_tags.get(r["version"], []), []) for r in rows if r["version"] is not None],
+            tags,
+            aliases,
+            workspace=model["rm_workspace"],
+        )
+
     # ------------------------------------------------------------------ model versions
+
+    def fast_model_version_by_alias(self, name: Any, alias: Any) -> ModelVersion | None:
+        """Stock's ``get_model_version_by_alias`` result in two statements, or ``None`` for
+        anything but the plain case (the caller falls back to stock)."""
+        if not isinstance(alias, str) or alias.lower() == _REGISTERED_MODEL_ALIAS_LATEST:
+            return None
+        resolved = self._resolve(name, alias=alias)
+        return resolved.model_version() if resolved is not None else None
 
     def get_model_version_by_alias(self, name, alias):
         """A model version by alias in two statements; stock's result and errors."""
-        if isinstance(alias, str) and alias.lower() != _REGISTERED_MODEL_ALIAS_LATEST:
-            resolved = self._resolve(name, alias=alias)
-            if resolved is not None:
-                return resolved.model_version()
-        return super().get_model_version_by_alias(name, alias)
+        return self.fast_model_version_by_alias(name, alias) or super().get_model_version_by_alias(
+            name, alias
+        )
+
+    def fast_model_version(self, name: Any, version: Any) -> ModelVersion | None:
+        """Stock's ``get_model_version`` result in two statements, or ``None`` for anything
+        but the plain case (the caller falls back to stock)."""
+        number = self._as_version_number(version)
+        if number is None:
+            return None
+        resolved = self._resolve(name, version=number)
+        return resolved.model_version() if resolved is not None else None
 
     def get_model_version(self, name, version):
         """A model version by number in two statements; stock's result and errors."""
-        number = self._as_version_number(version)
-        if number is not None:
-            resolved = self._resolve(name, version=number)
-            if resolved is not None:
-                return resolved.model_version()
-        return super().get_model_version(name, version)
+        return self.fast_model_version(name, version) or super().get_model_version(name, version)

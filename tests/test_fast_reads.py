@@ -14,6 +14,7 @@ import mlflow
 import mlflow.genai
 from mlflow import MlflowClient
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+from mlflow.utils.proto_json_utils import message_to_json
 
 from mlflow_prompt_alias_store import PromptAliasRegistryStore, parse_store_uri
 
@@ -47,6 +48,15 @@ def _populate(uri):
     client.create_model_version("model", "s3://b/m2")
     client.set_registered_model_alias("model", "champion", 2)
     client.set_registered_model_alias("model", "challenger", 2)
+    # Latest versions per stage, in the order stock lists them (Staging first: it has v1).
+    client.create_registered_model("staged", description="several stages")
+    for i in range(5):
+        client.create_model_version("staged", f"s3://b/s{i}", tags={"i": str(i)})
+    for version, stage in [(1, "Staging"), (2, "Production"), (3, "Staging"), (5, "Production")]:
+        client.transition_model_version_stage("staged", version, stage)
+    client.delete_model_version("staged", 5)
+    client.set_registered_model_alias("staged", "prod", 2)
+    client.create_registered_model("empty")
 
 
 CALLS = [
@@ -82,6 +92,14 @@ CALLS = [
     ("get_model_version", ("model", 7)),
     ("get_model_version", ("model", "x")),
     ("get_model_version", ("model", -1)),
+    ("get_registered_model", ("text",)),
+    ("get_registered_model", ("chat",)),
+    ("get_registered_model", ("model",)),
+    ("get_registered_model", ("staged",)),
+    ("get_registered_model", ("empty",)),
+    ("get_registered_model", ("ghost",)),
+    ("get_registered_model", ("bad/name",)),
+    ("get_registered_model", ("",)),
     ("get_prompt", ("text",)),
     ("get_prompt", ("chat",)),
     ("get_prompt", ("model",)),
@@ -90,11 +108,14 @@ CALLS = [
 
 
 def _outcome(store, method, args):
-    # Both stores read one database, so timestamps must match too.
+    # Both stores read one database, so timestamps must match too; and what the server would
+    # send (the entity's proto as JSON) must match to the byte, so orders match too.
     try:
-        return normalize(getattr(store, method)(*args), keep_times=True)
+        result = getattr(store, method)(*args)
     except Exception as e:  # errors are compared too
         return normalize(e)
+    wire = message_to_json(result.to_proto()) if hasattr(result, "to_proto") else None
+    return normalize(result, keep_times=True), wire
 
 
 def test_every_overridden_read_equals_stock(plugin_uri):
@@ -127,8 +148,10 @@ def _join_link_threads():
         (lambda s: s.get_model_version_by_alias("model", "champion"), 2),
         (lambda s: s.get_model_version("model", 2), 2),
         (lambda s: s.get_prompt("text"), 2),
+        (lambda s: s.get_registered_model("staged"), 2),
     ],
-    ids=["prompt-by-alias", "prompt-by-version", "model-by-alias", "model-by-version", "prompt"],
+    ids=["prompt-by-alias", "prompt-by-version", "model-by-alias", "model-by-version", "prompt",
+         "registered-model"],  # fmt: skip
 )
 def test_store_statement_counts(sqlite_uri, operation, expected):
     _populate(sqlite_uri)

@@ -310,3 +310,42 @@ def test_app_entry_points_load():
     assert app.load() is create_app
     [client] = [ep for ep in entry_points(group="mlflow.app.client") if ep.name == "prompt-alias"]
     assert client.load() is PromptAliasClient
+
+
+def test_connections_from_a_proto_0_listener_get_tcp_nodelay(monkeypatch):
+    """The keep-alive fix: uvicorn --workers N binds its listener with proto 0, and asyncio
+    then leaves Nagle on for accepted connections (uvicorn issue #3149)."""
+    import asyncio
+    import asyncio.base_events as base_events
+    import socket
+
+    from mlflow_prompt_alias_store._app import _set_tcp_nodelay_on_inherited_listeners
+
+    monkeypatch.setattr(base_events, "_set_nodelay", base_events._set_nodelay)  # restored after
+
+    def nodelay_of_an_accepted_connection() -> int:
+        async def main() -> int:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0)  # as uvicorn binds it
+            listener.bind(("127.0.0.1", 0))
+            accepted = asyncio.get_running_loop().create_future()
+
+            async def handle(reader, writer):
+                sock = writer.get_extra_info("socket")
+                accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+                writer.close()
+
+            server = await asyncio.start_server(handle, sock=listener)
+            _, writer = await asyncio.open_connection(*listener.getsockname())
+            value = await accepted
+            writer.close()
+            server.close()
+            await server.wait_closed()
+            return value
+
+        return asyncio.run(main())
+
+    # When this first assertion fails, asyncio sets TCP_NODELAY on such sockets itself and
+    # the fix can go.
+    assert nodelay_of_an_accepted_connection() == 0
+    _set_tcp_nodelay_on_inherited_listeners()
+    assert nodelay_of_an_accepted_connection() != 0
