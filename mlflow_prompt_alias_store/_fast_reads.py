@@ -2,10 +2,11 @@
 
 Stock MLflow resolves ``prompts:/name@alias`` through several ORM sessions (each opening
 with three PRAGMAs on SQLite), lazy relationship loads and a second look-up of the
-registered model: 17 statements. Here the common case is two statements on one pooled
-connection: the registered model, alias and version rows in one join, then the tags and
-aliases in one ``UNION ALL``. MLflow's own entity conversions build the results, so they
-equal stock's field by field.
+registered model: 17 statements. Here the common case is one statement on a pooled
+connection: a ``UNION ALL`` of the version row (joined to its model, and found through the
+alias), the model's tags, the version's tags and the model's aliases. A registered model
+with its latest versions takes two. The results are built as MLflow's own entity
+conversions build them, and equal stock's field by field.
 
 Anything unusual — ``latest``, an unknown name, alias or version, a model that is not a
 prompt, a version without the prompt tag — falls back to the stock implementation, so
@@ -48,36 +49,56 @@ _MV_TAG = SqlModelVersionTag.__table__
 _P_WORKSPACE, _P_NAME = bindparam("workspace"), bindparam("name")
 
 
-def _version_query(version_column, joined):
-    return (
-        select(*_MV.c)
+# Typed NULLs: PostgreSQL will not unite an untyped NULL column with an integer or text one.
+_NO_VERSION = cast(null(), Integer)
+_NO_KEY = cast(null(), _MV_TAG.c.key.type)
+_NO_VALUE = cast(null(), _MV_TAG.c.value.type)
+_NO_MV_ROW = [cast(null(), column.type) for column in _MV.c]
+
+
+def _resolution(version):
+    """One version of one model — by alias or by number — in one statement: a ``UNION ALL``
+    of the version row, the model's tags, the version's tags and the model's aliases, each
+    branch the query stock's own loads run, so each comes in stock's order. ``version`` is
+    the version number as an SQL expression."""
+    version_row = (
+        select(literal("mv").label("kind"), _NO_KEY.label("key"), _NO_VALUE.label("value"),
+               _NO_VERSION.label("alias_version"), *_MV.c)
         .select_from(
-            joined.join(
+            _RM.join(
                 _MV,
-                and_(
-                    _MV.c.workspace == _RM.c.workspace,
-                    _MV.c.name == _RM.c.name,
-                    _MV.c.version == version_column,
-                    _MV.c.current_stage != STAGE_DELETED_INTERNAL,
-                ),
+                and_(_MV.c.workspace == _RM.c.workspace, _MV.c.name == _RM.c.name,
+                     _MV.c.version == version, _MV.c.current_stage != STAGE_DELETED_INTERNAL),
             )
         )
         .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
-    )
+    )  # fmt: skip
+    return union_all(
+        version_row,
+        select(literal("rm"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION, *_NO_MV_ROW)
+        .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
+        select(literal("mv_tag"), _MV_TAG.c.key, _MV_TAG.c.value, _NO_VERSION, *_NO_MV_ROW)
+        .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME, _MV_TAG.c.version == version),
+        select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version, *_NO_MV_ROW)
+        .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
+    )  # fmt: skip
 
 
-_BY_ALIAS = _version_query(
-    _ALIAS.c.version,
-    _RM.join(
-        _ALIAS,
-        and_(_ALIAS.c.workspace == _RM.c.workspace, _ALIAS.c.name == _RM.c.name,
-             _ALIAS.c.alias == bindparam("alias")),
-    ),
+_BY_ALIAS = _resolution(
+    select(_ALIAS.c.version)
+    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME,
+           _ALIAS.c.alias == bindparam("alias"))
+    .scalar_subquery()
 )  # fmt: skip
-_BY_VERSION = _version_query(bindparam("version"), _RM)
-_MODEL = select(_RM.c.name, _RM.c.description, _RM.c.creation_time).where(
-    _RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME
-)
+_BY_VERSION = _resolution(bindparam("version"))
+# A model and its tags (one row with NULL tag columns if it has none).
+_MODEL_AND_TAGS = (
+    select(_RM.c.name, _RM.c.description, _RM.c.creation_time, _RM_TAG.c.key, _RM_TAG.c.value)
+    .select_from(
+        _RM.outerjoin(_RM_TAG, and_(_RM_TAG.c.workspace == _RM.c.workspace, _RM_TAG.c.name == _RM.c.name))
+    )
+    .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+)  # fmt: skip
 # The latest live version of each stage, as stock's ``SqlRegisteredModel.to_mlflow_entity``
 # picks them; ``first`` orders the stages as stock's walk over the versions meets them.
 _STAGES = (
@@ -110,22 +131,6 @@ _MODEL_WITH_LATEST = (
     )
     .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
     .order_by(_STAGES_SUBQUERY.c.first)
-)  # fmt: skip
-_MODEL_TAGS = select(_RM_TAG.c.key, _RM_TAG.c.value).where(
-    _RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME
-)
-# The same alias query stock's relationship load runs, so aliases come in its order.
-# Typed NULLs: PostgreSQL will not unite an untyped NULL column with an integer or text one.
-_NO_VERSION = cast(null(), Integer)
-_NO_VALUE = cast(null(), _MV_TAG.c.value.type)
-_TAGS_AND_ALIASES = union_all(
-    select(literal("rm").label("kind"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION)
-    .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
-    select(literal("mv"), _MV_TAG.c.key, _MV_TAG.c.value, _NO_VERSION)
-    .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME,
-           _MV_TAG.c.version == bindparam("version")),
-    select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version)
-    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
 )  # fmt: skip
 # The same for a registered model: its tags and aliases, and the tags of its latest versions.
 _MODEL_TAGS_AND_ALIASES = union_all(
@@ -163,7 +168,7 @@ def _model_version(row, tags: list[tuple[str, str]], aliases: list[str]) -> Mode
 
 
 class _Resolved:
-    """What the two queries found: a version row, its tags, and the model's tags and aliases."""
+    """What a resolution found: a version row, its tags, and the model's tags and aliases."""
 
     def __init__(self, mv_row, rm_tags: dict[str, str], mv_tags: list[tuple[str, str]],
                  aliases: list[tuple[str, int]]) -> None:  # fmt: skip
@@ -190,33 +195,29 @@ class FastReadsMixin:
     """Overrides of the registry read paths that resolve aliases and versions."""
 
     def _resolve(self, name: Any, *, alias: Any = None, version: Any = None) -> _Resolved | None:
-        """One registered model's version, by alias or by number, in two statements; ``None``
+        """One registered model's version, by alias or by number, in one statement; ``None``
         when the model, alias or (non-deleted) version is missing."""
         if not isinstance(name, str) or (alias is not None and not isinstance(alias, str)):
             return None
-        workspace = self._get_active_workspace()
-        engine = self.read_engine or self.engine
-        with engine.connect() as conn:
-            if alias is not None:
-                params = {"workspace": workspace, "name": name, "alias": alias}
-                mv_row = conn.execute(_BY_ALIAS, params).mappings().first()
+        params = {"workspace": self._get_active_workspace(), "name": name}
+        if alias is not None:
+            query, params["alias"] = _BY_ALIAS, alias
+        else:
+            query, params["version"] = _BY_VERSION, version
+        with (self.read_engine or self.engine).connect() as conn:
+            rows = conn.execute(query, params).mappings().all()
+        mv_row, rm_tags, mv_tags, aliases = None, {}, [], []
+        for row in rows:
+            kind = row["kind"]
+            if kind == "mv":
+                mv_row = row
+            elif kind == "rm":
+                rm_tags[row["key"]] = row["value"]
+            elif kind == "mv_tag":
+                mv_tags.append((row["key"], row["value"]))
             else:
-                params = {"workspace": workspace, "name": name, "version": version}
-                mv_row = conn.execute(_BY_VERSION, params).mappings().first()
-            if mv_row is None:
-                return None
-            rows = conn.execute(
-                _TAGS_AND_ALIASES, {"workspace": workspace, "name": name, "version": mv_row["version"]}
-            ).all()
-        rm_tags, mv_tags, aliases = {}, [], []
-        for kind, key, value, alias_version in rows:
-            if kind == "rm":
-                rm_tags[key] = value
-            elif kind == "mv":
-                mv_tags.append((key, value))
-            else:
-                aliases.append((key, alias_version))
-        return _Resolved(mv_row, rm_tags, mv_tags, aliases)
+                aliases.append((row["key"], row["alias_version"]))
+        return None if mv_row is None else _Resolved(mv_row, rm_tags, mv_tags, aliases)
 
     @staticmethod
     def _as_version_number(version: Any) -> int | None:
@@ -248,16 +249,16 @@ class FastReadsMixin:
         return model_version_to_prompt_version(mv, prompt_tags=resolved.prompt_tags)
 
     def get_prompt_version_by_alias(self, name, alias):
-        """``prompts:/name@alias`` in two statements; stock MLflow's result and errors."""
+        """``prompts:/name@alias`` in one statement; stock MLflow's result and errors."""
         # Stock's get_prompt_version_by_alias is get_prompt_version(name, alias).
         return self._fast_prompt_version(name, alias) or super().get_prompt_version(name, alias)
 
     def get_prompt_version(self, name, version):
-        """A prompt version by number (or by alias, as stock accepts) in two statements."""
+        """A prompt version by number (or by alias, as stock accepts) in one statement."""
         return self._fast_prompt_version(name, version) or super().get_prompt_version(name, version)
 
     def get_prompt(self, name):
-        """Prompt metadata in two statements (stock also loads every version of the prompt).
+        """Prompt metadata in one statement (stock also loads every version of the prompt).
 
         ``mlflow.genai.load_prompt`` calls this on every load, in a background thread that
         links the prompt to the active experiment.
@@ -265,13 +266,13 @@ class FastReadsMixin:
         if isinstance(name, str):
             params = {"workspace": self._get_active_workspace(), "name": name}
             with (self.read_engine or self.engine).connect() as conn:
-                model = conn.execute(_MODEL, params).first()
-                tags = dict(conn.execute(_MODEL_TAGS, params).all()) if model else {}
-            if model is not None and tags.get(IS_PROMPT_TAG_KEY) == "true":
+                rows = conn.execute(_MODEL_AND_TAGS, params).all()
+            tags = {row.key: row.value for row in rows if row.key is not None}
+            if rows and tags.get(IS_PROMPT_TAG_KEY) == "true":
                 return Prompt(
-                    name=model.name,
-                    description=model.description,
-                    creation_timestamp=model.creation_time,
+                    name=rows[0].name,
+                    description=rows[0].description,
+                    creation_timestamp=rows[0].creation_time,
                     tags={k: v for k, v in tags.items() if k != IS_PROMPT_TAG_KEY},
                 )
         return super().get_prompt(name)
@@ -326,7 +327,7 @@ class FastReadsMixin:
     # ------------------------------------------------------------------ model versions
 
     def fast_model_version_by_alias(self, name: Any, alias: Any) -> ModelVersion | None:
-        """Stock's ``get_model_version_by_alias`` result in two statements, or ``None`` for
+        """Stock's ``get_model_version_by_alias`` result in one statement, or ``None`` for
         anything but the plain case (the caller falls back to stock)."""
         if not isinstance(alias, str) or alias.lower() == _REGISTERED_MODEL_ALIAS_LATEST:
             return None
@@ -334,13 +335,13 @@ class FastReadsMixin:
         return resolved.model_version() if resolved is not None else None
 
     def get_model_version_by_alias(self, name, alias):
-        """A model version by alias in two statements; stock's result and errors."""
+        """A model version by alias in one statement; stock's result and errors."""
         return self.fast_model_version_by_alias(name, alias) or super().get_model_version_by_alias(
             name, alias
         )
 
     def fast_model_version(self, name: Any, version: Any) -> ModelVersion | None:
-        """Stock's ``get_model_version`` result in two statements, or ``None`` for anything
+        """Stock's ``get_model_version`` result in one statement, or ``None`` for anything
         but the plain case (the caller falls back to stock)."""
         number = self._as_version_number(version)
         if number is None:
@@ -349,5 +350,5 @@ class FastReadsMixin:
         return resolved.model_version() if resolved is not None else None
 
     def get_model_version(self, name, version):
-        """A model version by number in two statements; stock's result and errors."""
+        """A model version by number in one statement; stock's result and errors."""
         return self.fast_model_version(name, version) or super().get_model_version(name, version)

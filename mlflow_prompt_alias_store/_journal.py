@@ -81,20 +81,21 @@ class Journal:
     def __init__(self, session, name: str):
         self._session = session
         self.name = name
-        last_sequence, last_timestamp = (
-            session
-            .query(func.max(SqlAliasEvent.sequence), func.max(SqlAliasEvent.timestamp))
-            .filter(SqlAliasEvent.name == name)
-            .one()
-        )
-        self._sequence = last_sequence or 0
-        self._timestamp = last_timestamp or 0
+        self._sequence: int | None = None  # read on the first append: a no-op reads nothing
+        self._timestamp = 0
         self._actor = current_actor()
-        self.events: list[AliasEvent] = []
 
     def append(
         self, alias: str, action: str, from_version: int | None, to_version: int | None
     ) -> AliasEvent:
+        if self._sequence is None:
+            last_sequence, last_timestamp = (
+                self._session
+                .query(func.max(SqlAliasEvent.sequence), func.max(SqlAliasEvent.timestamp))
+                .filter(SqlAliasEvent.name == self.name)
+                .one()
+            )
+            self._sequence, self._timestamp = last_sequence or 0, last_timestamp or 0
         self._sequence += 1
         # Never earlier than the previous event, so time order and sequence order agree even
         # when writers on different machines have slightly different clocks.
@@ -110,6 +111,4 @@ class Journal:
             sequence=self._sequence,
         )
         self._session.add(row)
-        event = to_entity(row)
-        self.events.append(event)
-        return event
+        return to_entity(row)

@@ -198,12 +198,13 @@ class PromptAliasRegistryStore(FastReadsMixin, SqlAlchemyStore):
         _validate_model_alias_name(alias)
 
         def write(session, journal: Journal) -> None:
-            self._get_registered_model(session, name)
             existing = self._get_registered_model_alias(session, name, alias)
-            if existing is not None:
-                self._refuse_if_protected(session, name, [existing], "delete alias")
-                journal.append(alias, "delete", existing.version, None)
-                session.delete(existing)
+            if existing is None:
+                self._get_registered_model(session, name)  # stock's error for a missing model
+                return
+            self._refuse_if_protected(session, name, [existing], "delete alias")
+            journal.append(alias, "delete", existing.version, None)
+            session.delete(existing)
 
         self._alias_write(name, write)
 

@@ -143,11 +143,11 @@ def _join_link_threads():
 @pytest.mark.parametrize(
     ("operation", "expected"),
     [
-        (lambda s: s.get_prompt_version_by_alias("text", "production"), 2),
-        (lambda s: s.get_prompt_version("text", 2), 2),
-        (lambda s: s.get_model_version_by_alias("model", "champion"), 2),
-        (lambda s: s.get_model_version("model", 2), 2),
-        (lambda s: s.get_prompt("text"), 2),
+        (lambda s: s.get_prompt_version_by_alias("text", "production"), 1),
+        (lambda s: s.get_prompt_version("text", 2), 1),
+        (lambda s: s.get_model_version_by_alias("model", "champion"), 1),
+        (lambda s: s.get_model_version("model", 2), 1),
+        (lambda s: s.get_prompt("text"), 1),
         (lambda s: s.get_registered_model("staged"), 2),
     ],
     ids=["prompt-by-alias", "prompt-by-version", "model-by-alias", "model-by-version", "prompt",
@@ -167,11 +167,16 @@ def test_client_statement_counts(sqlite_uri):
     statements = _count(store)
     mlflow.genai.load_prompt("prompts:/text@production", cache_ttl_seconds=0)
     _join_link_threads()
-    # parse_prompt_uri resolves the alias, load resolves it again (2 + 2), and the link
-    # thread reads the prompt (2). Stock: 40.
-    assert len(statements) == 6, statements
+    # parse_prompt_uri resolves the alias, load resolves it again, and the link thread reads
+    # the prompt: one statement each. Stock: 40.
+    assert len(statements) == 3, statements
     statements.clear()
     mlflow.genai.set_prompt_alias(name="text", alias="production", version=3)
-    # The client's version check (2), then the journaled write: 3 PRAGMAs MLflow's session
+    # The client's version check (1), then the journaled write: 3 PRAGMAs MLflow's session
     # opens with, BEGIN IMMEDIATE, version, alias, journal tail, update, event insert. Stock: 21-25.
-    assert len(statements) == 11, statements
+    assert len(statements) == 10, statements
+    statements.clear()
+    mlflow.genai.delete_prompt_alias(name="text", alias="production")
+    # 3 PRAGMAs, BEGIN IMMEDIATE, alias, protection check, journal tail, delete, event insert.
+    # Stock: 6 (it keeps no journal and takes no lock).
+    assert len(statements) == 9, statements
