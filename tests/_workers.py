@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import random
-import time
 import traceback
 import warnings
 
@@ -18,7 +17,8 @@ def _client(uri: str):
 
 
 def moves(uri: str, name: str, alias: str, count: int, versions: list[int], seed: int):
-    """``count`` moves of one alias to random versions; returns the errors seen."""
+    """``count`` moves of one alias to random versions; returns this process's id and the
+    errors seen."""
     mlflow = _client(uri)
     rng = random.Random(seed)
     errors = []
@@ -27,20 +27,21 @@ def moves(uri: str, name: str, alias: str, count: int, versions: list[int], seed
             mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
         except Exception:
             errors.append(traceback.format_exc(limit=3))
-    return errors
+    return os.getpid(), errors
 
 
-def race_new_aliases(uri: str, name: str, aliases: list[str], start_at: list[float], version: int):
-    """Set each brand-new alias at the agreed instant, all workers at once."""
+def race_new_aliases(uri: str, name: str, aliases: list[str], barrier, version: int):
+    """Set each brand-new alias together with the other workers: all wait at ``barrier``
+    (a ``multiprocessing.Manager().Barrier``), then write at once."""
     mlflow = _client(uri)
     errors = []
-    for alias, t in zip(aliases, start_at):
-        time.sleep(max(0.0, t - time.time()))
+    for alias in aliases:
+        barrier.wait()
         try:
             mlflow.genai.set_prompt_alias(name=name, alias=alias, version=version)
         except Exception:
             errors.append(traceback.format_exc(limit=3))
-    return errors
+    return os.getpid(), errors
 
 
 def mixed(uri: str, name: str, aliases: list[str], count: int, versions: list[int], seed: int):
@@ -57,7 +58,7 @@ def mixed(uri: str, name: str, aliases: list[str], count: int, versions: list[in
                 mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
         except Exception:
             errors.append(traceback.format_exc(limit=3))
-    return errors
+    return os.getpid(), errors
 
 
 def warm_up(_=None) -> int:
@@ -66,21 +67,20 @@ def warm_up(_=None) -> int:
     return os.getpid()
 
 
-
-def compare_and_set(uri: str, name: str, rounds: list[tuple[str, int | None]], version: int,
-                    start_at: list[float]):
-    """Per round, at the agreed instant: move the round's alias from the round's expected
-    version to this worker's own version. Returns ("ok" | error code) per round."""
+def compare_and_set(uri: str, name: str, rounds: list[tuple[str, int | None]], version: int, barrier):
+    """Per round, together with the other workers (all wait at ``barrier``): move the round's
+    alias from the round's expected version to this worker's own version. Returns this
+    process's id and ("ok" | error code) per round."""
     import mlflow_prompt_alias_store as pas
     from mlflow.exceptions import MlflowException
 
     _client(uri)
     outcomes = []
-    for (alias, expected), t in zip(rounds, start_at):
-        time.sleep(max(0.0, t - time.time()))
+    for alias, expected in rounds:
+        barrier.wait()
         try:
             pas.set_alias_if(name, alias, version, expected)
             outcomes.append("ok")
         except MlflowException as e:
             outcomes.append(e.error_code)
-    return outcomes
+    return os.getpid(), outcomes

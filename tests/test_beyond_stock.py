@@ -201,8 +201,6 @@ def test_list_aliases(client):
     ],
 )
 def test_set_alias_if_race_has_exactly_one_winner(engine, request):
-    import time
-
     uri = request.getfixturevalue(engine)
     mlflow.set_tracking_uri(uri)
     _prompt(versions=9)
@@ -211,14 +209,16 @@ def test_set_alias_if_race_has_exactly_one_winner(engine, request):
     for alias, expected in rounds:
         if expected is not None:
             mlflow.genai.set_prompt_alias(name="qa", alias=alias, version=expected)
-    start = time.time() + 8  # spawned workers import MLflow first
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    # Every round starts when all 8 workers wait at the barrier: they race for real.
+    spawn = multiprocessing.get_context("spawn")
+    with spawn.Pool(8) as pool, spawn.Manager() as manager:
+        barrier = manager.Barrier(8)
         results = pool.starmap(_workers.compare_and_set, [
-            (uri, "qa", rounds, 2 + i, [start + 0.5 * r for r in range(len(rounds))])
-            for i in range(8)])  # fmt: skip
+            (uri, "qa", rounds, 2 + i, barrier) for i in range(8)], chunksize=1)  # fmt: skip
+    assert len({pid for pid, _ in results}) == 8
     final = {a.alias: a.version for a in PromptAliasClient(uri).list_aliases(name="qa")}
     for r, (alias, _) in enumerate(rounds):
-        outcomes = [worker[r] for worker in results]
+        outcomes = [worker[r] for _, worker in results]
         assert sorted(outcomes) == ["ABORTED"] * 7 + ["ok"], (alias, outcomes)
         assert final[alias] == 2 + outcomes.index("ok")  # the winner's version stands
     check_journal(uri)
