@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import statistics
 import time
+import uuid
 import warnings
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 import sqlalchemy
 
@@ -54,6 +56,45 @@ def build_registry(plugin_uri: str, size: int) -> None:
             for start in range(0, len(copies), 5000):
                 conn.execute(table.insert(), copies[start : start + 5000])
     engine.dispose()
+
+
+class PostgresCopies:
+    """Registries built once in a fresh PostgreSQL database and copied (``CREATE DATABASE …
+    TEMPLATE``) for each side of a comparison; every database is dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.url = sqlalchemy.engine.make_url(admin_url)
+        self.admin = sqlalchemy.create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.created: list[str] = []
+
+    def _create(self, name: str, template: str | None = None) -> str:
+        with self.admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}" + (f" TEMPLATE {template}" if template else "")))
+        self.created.append(name)
+        return self.url.set(database=name).render_as_string(hide_password=False)
+
+    def registry_copies(self, size: int, labels: tuple[str, ...] = ("stock", "plugin")) -> list[str]:
+        """``size`` prompts built once, then one database URL (no scheme prefix) per label."""
+        seed = f"bench_{uuid.uuid4().hex[:8]}"
+        build_registry("prompt-alias+" + self._create(seed), size)
+        reset_mlflow()
+        return [self._create(f"{seed}_{label}", template=seed) for label in labels]
+
+    def drop_all(self) -> None:
+        reset_mlflow()
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        self.admin.dispose()
+
+
+@contextmanager
+def postgres_copies(admin_url: str) -> Iterator[PostgresCopies]:
+    copies = PostgresCopies(admin_url)
+    try:
+        yield copies
+    finally:
+        copies.drop_all()
 
 
 def reset_mlflow() -> None:

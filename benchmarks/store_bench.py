@@ -14,12 +14,19 @@ import random
 import shutil
 import tempfile
 import threading
-import uuid
 from pathlib import Path
 
 import sqlalchemy
 
-from benchmarks._common import build_registry, median_p95, name_of, print_table, reset_mlflow, timed
+from benchmarks._common import (
+    build_registry,
+    median_p95,
+    name_of,
+    postgres_copies,
+    print_table,
+    reset_mlflow,
+    timed,
+)
 
 
 def _operations(size: int):
@@ -115,34 +122,13 @@ def main() -> None:
     try:
         run("sqlite", sqlite_pair, sizes, repeat)
         if args.postgres_url:
-            admin = sqlalchemy.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-            created = []
+            with postgres_copies(args.postgres_url) as pg:
 
-            def postgres_pair(size):
-                seed = f"bench_{uuid.uuid4().hex[:8]}"
-                with admin.connect() as conn:
-                    conn.execute(sqlalchemy.text(f"CREATE DATABASE {seed}"))
-                created.append(seed)
-                url = sqlalchemy.engine.make_url(args.postgres_url)
-                build_registry("prompt-alias+" + url.set(database=seed).render_as_string(False), size)
-                reset_mlflow()
-                pair = []
-                for copy in ("stock", "plugin"):
-                    name = f"{seed}_{copy}"
-                    with admin.connect() as conn:
-                        conn.execute(sqlalchemy.text(f"CREATE DATABASE {name} TEMPLATE {seed}"))
-                    created.append(name)
-                    pair.append(url.set(database=name).render_as_string(False))
-                return pair[0], "prompt-alias+" + pair[1]
+                def postgres_pair(size):
+                    stock, plugin = pg.registry_copies(size)
+                    return stock, "prompt-alias+" + plugin
 
-            try:
                 run("postgresql", postgres_pair, sizes, repeat)
-            finally:
-                reset_mlflow()
-                with admin.connect() as conn:
-                    for name in created:
-                        conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                admin.dispose()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).parent.parent
+OPERATIONS = ("resolve by alias (store)", "resolve by version (store)", "load_prompt @alias, cache off",
+              "set_prompt_alias (move)", "delete_prompt_alias")  # fmt: skip
 
 
 def _run(module: str, *args: str) -> str:
@@ -22,12 +24,14 @@ def _run(module: str, *args: str) -> str:
 def test_store_benchmark_runs(postgres_databases):
     out = _run("benchmarks.store_bench", "--postgres-url", postgres_databases.url("test"))
     for engine in ("sqlite", "postgresql"):
-        for operation in ("resolve by alias (store)", "load_prompt @alias, cache off", "set_prompt_alias (move)"):
+        for operation in OPERATIONS:
             assert f"ratio {engine} {operation} @ 100 prompts: plugin is " in out
 
 
 @pytest.mark.server
-def test_server_benchmark_runs():
-    out = _run("benchmarks.server_bench")
-    assert "ratio server 1 client(s): median " in out
-    assert "ratio server 8 client(s): median " in out
+def test_server_benchmark_runs(postgres_databases):
+    out = _run("benchmarks.server_bench", "--postgres-url", postgres_databases.url("test"))
+    for engine in ("sqlite", "postgresql"):
+        assert f"ratio {engine} server 1 client(s): median " in out
+        assert f"ratio {engine} server 8 client(s): median " in out
+        assert f"ceiling {engine} with the clients on these " in out

@@ -107,6 +107,21 @@ def test_read_replica_setting_is_honoured(sqlite_uri, tmp_path, monkeypatch):
         assert store.read_engine.url.database == str(replica)
 
 
+def test_fast_reads_use_the_read_replica(sqlite_uri, tmp_path, monkeypatch):
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.genai.register_prompt(name="qa", template="v1 {{q}}")
+    mlflow.genai.register_prompt(name="qa", template="v2 {{q}}")
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
+    replica = tmp_path / "replica.db"
+    shutil.copy(parse_store_uri(sqlite_uri).db_uri[len("sqlite:///") :], replica)
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)  # not replicated yet
+    monkeypatch.setenv("_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE", f"sqlite:///{replica}")
+    store = registry_store(sqlite_uri)
+    assert store.get_prompt_version_by_alias("qa", "production").version == 1
+    assert store.get_model_version_by_alias("qa", "production").version == 1
+    assert store.get_registered_model("qa").aliases == {"production": 1}
+
+
 def test_workspaces_are_refused_clearly(sqlite_uri, monkeypatch):
     monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
     for builder in (registry_store, tracking_store):
