@@ -32,7 +32,10 @@ from mlflow.protos.model_registry_pb2 import (
     GetModelVersionByAlias,
     GetRegisteredModel,
 )
+from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
 from mlflow.server.handlers import _add_static_prefix, _get_model_registry_store, _wrap_response
+
+from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
 
 _logger = logging.getLogger(__name__)
 
@@ -87,10 +90,6 @@ class _NativeRead:
         self._fallback = fallback
 
     def _answer(self, params: dict[str, str]) -> bytes | None:
-        from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
-
-        from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
-
         if os.environ.get(ARTIFACTS_ONLY_ENV_VAR):
             return None  # MLflow's handler answers 503
         store = _get_model_registry_store()

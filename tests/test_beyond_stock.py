@@ -4,6 +4,7 @@ every operation and every error case, each error leaving the database unchanged.
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import pytest
 
@@ -133,6 +134,9 @@ def test_set_alias_if(client, plugin_uri):
     _raises_unchanged(
         plugin_uri, lambda: client.set_alias_if("qa", "production", version=1, expected_version=-4),
         "INVALID_PARAMETER_VALUE", "expected_version must be a positive")  # fmt: skip
+    _raises_unchanged(
+        plugin_uri, lambda: client.set_alias_if("ghost", "production", version=1, expected_version=None),
+        "RESOURCE_DOES_NOT_EXIST", "ghost")  # fmt: skip
     assert _alias() == 3
     check_journal(plugin_uri)
 
@@ -141,8 +145,10 @@ def test_protected_aliases(client, plugin_uri, monkeypatch):
     g = mlflow.genai
     g.set_prompt_alias(name="qa", alias="production", version=1)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ops")
+    before_ms = int(time.time() * 1000)
     protected = client.protect_alias("production")
     assert (protected.alias, protected.actor) == ("production", "ops")
+    assert before_ms <= protected.timestamp <= int(time.time() * 1000)
     assert client.protect_alias("production") == protected  # idempotent
     assert [p.alias for p in pas.list_protected_aliases()] == ["production"]
     # Moving works.
@@ -162,8 +168,10 @@ def test_protected_aliases(client, plugin_uri, monkeypatch):
     pas.unprotect_alias("production")
     g.delete_prompt_alias(name="qa", alias="production")
     assert _alias() is None
-    history = [(e.alias, e.action, e.actor) for e in client.get_protection_history()]
-    assert history == [("production", "unprotect", "ops"), ("production", "protect", "ops")]
+    history = client.get_protection_history()
+    assert [(e.alias, e.action, e.actor) for e in history] == [
+        ("production", "unprotect", "ops"), ("production", "protect", "ops")]  # fmt: skip
+    assert history[1].timestamp == protected.timestamp <= history[0].timestamp <= int(time.time() * 1000)
     assert client.list_protected_aliases() == []
     check_journal(plugin_uri)
 
@@ -175,7 +183,7 @@ def test_protection_errors_change_nothing(client, plugin_uri):
         _raises_unchanged(plugin_uri, lambda: client.protect_alias(bad), "INVALID_PARAMETER_VALUE", match)
 
 
-def test_list_aliases(client):
+def test_list_aliases(client, plugin_uri):
     _prompt("summary", 2)
     client_mlflow = MlflowClient()
     client_mlflow.set_prompt_alias("qa", "production", 2)
@@ -187,9 +195,8 @@ def test_list_aliases(client):
         ("production", 2), ("staging", 3)]  # fmt: skip
     assert len(pas.list_aliases()) == 3
     assert client.list_aliases(name="qa", alias="canary") == []
-    with pytest.raises(MlflowException) as e:
-        client.list_aliases(alias="x/y")
-    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    _raises_unchanged(plugin_uri, lambda: client.list_aliases(alias="x/y"), "INVALID_PARAMETER_VALUE", "alias")
+    _raises_unchanged(plugin_uri, lambda: client.list_aliases(name="a/b"), "INVALID_PARAMETER_VALUE", "name")
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,8 @@ def test_at(uri):
     assert json.loads(ok("at", "qa_prompt", "production", "0", "--output", "json", uri=uri))["version"] is None
     result = run("at", "qa_prompt", "production", "last tuesday", uri=uri)
     assert result.returncode == 2 and "neither ISO-8601" in result.stderr
+    assert fails("at", "ghost", "production", "2026-11-20T14:00:00Z", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Registered Model with name=ghost not found")
 
 
 def test_rollback_and_set_if(uri):
@@ -118,7 +120,8 @@ def test_protect_unprotect_protected(uri):
     with pytest.raises(mlflow.exceptions.MlflowException, match="is protected"):
         mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
     assert ok("unprotect", "production", uri=uri).strip() == "production is no longer protected"
-    ok("protect", "staging", uri=uri)
+    protected = json.loads(ok("protect", "staging", "--output", "json", uri=uri))["protected_aliases"]
+    assert [p["alias"] for p in protected] == ["staging"] and protected[0]["timestamp"] > 0
     assert json.loads(ok("unprotect", "staging", "--output", "json", uri=uri)) == {
         "alias": "staging", "protected": False}  # fmt: skip
     assert fails("unprotect", "production", uri=uri) == (
@@ -129,6 +132,8 @@ def test_protect_unprotect_protected(uri):
         ("staging", "unprotect"), ("staging", "protect"), ("production", "unprotect"), ("production", "protect")]
     assert ok("protected", "--history", uri=uri).splitlines()[1].split()[1:3] == ["staging", "unprotect"]
     assert fails("protect", "latest", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
+    assert fails("protected", uri=uri.replace("prompt-alias+", "")).startswith(
+        "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+")
 
 
 def test_tracking_uri_is_required_and_validated(tmp_path):

@@ -125,6 +125,17 @@ BAD_REQUESTS = [
     ("get", "resolve-at", {"name": "err", "alias": "production", "timestamp_ms": "-5"}, 400,
      "INVALID_PARAMETER_VALUE", "timestamp_ms"),
     ("get", "aliases", {"alias": "a/b"}, 400, "INVALID_PARAMETER_VALUE", "alias"),
+    ("post", "set-if", "{not json", 400, "INVALID_PARAMETER_VALUE", "must be a JSON object"),
+    ("post", "set-if", {"name": "ghost", "alias": "production", "version": 1, "expected_version": None}, 404,
+     "RESOURCE_DOES_NOT_EXIST", "ghost"),
+    ("post", "protect", "not json", 400, "INVALID_PARAMETER_VALUE", "must be a JSON object"),
+    ("post", "unprotect", {}, 400, "INVALID_PARAMETER_VALUE", "'alias'"),
+    ("post", "unprotect", {"alias": ["production"]}, 400, "INVALID_PARAMETER_VALUE", "expected a string"),
+    ("get", "resolve-at", {"name": "ghost", "alias": "production", "timestamp_ms": 5}, 404,
+     "RESOURCE_DOES_NOT_EXIST", "name=ghost"),
+    ("get", "resolve-at", {"name": "err", "alias": "production", "timestamp_ms": "soon"}, 400,
+     "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("get", "protection-history", {"alias": "a/b"}, 400, "INVALID_PARAMETER_VALUE", "alias"),
 ]
 
 
@@ -247,7 +258,7 @@ class _Receiver(BaseHTTPRequestHandler):
         pass
 
 
-def test_rollback_fires_mlflow_webhooks(server):
+def test_rollback_and_set_if_fire_mlflow_webhooks(server):
     url, _ = server
     receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
     thread = threading.Thread(target=receiver.serve_forever, daemon=True)
@@ -270,6 +281,14 @@ def test_rollback_fires_mlflow_webhooks(server):
         [payload] = _Receiver.received
         assert (payload["entity"], payload["action"]) == ("prompt_alias", "created")
         assert payload["data"] == {"name": "hook", "alias": "production", "version": "1"}
+        # A compare-and-set through the extension fires the same webhook.
+        _Receiver.received.clear()
+        PromptAliasClient(url).set_alias_if("hook", "production", version=3, expected_version=1)
+        deadline = time.monotonic() + 30
+        while not _Receiver.received and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [payload] = _Receiver.received
+        assert payload["data"] == {"name": "hook", "alias": "production", "version": "3"}
         MlflowClient().delete_webhook(webhook.webhook_id)
     finally:
         receiver.shutdown()
