@@ -6,8 +6,7 @@ import statistics
 import time
 import uuid
 import warnings
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 import sqlalchemy
 
@@ -80,21 +79,15 @@ class PostgresCopies:
         reset_mlflow()
         return [self._create(f"{seed}_{label}", template=seed) for label in labels]
 
-    def drop_all(self) -> None:
+    def __enter__(self) -> PostgresCopies:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
         reset_mlflow()
         with self.admin.connect() as conn:
             for name in self.created:
                 conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         self.admin.dispose()
-
-
-@contextmanager
-def postgres_copies(admin_url: str) -> Iterator[PostgresCopies]:
-    copies = PostgresCopies(admin_url)
-    try:
-        yield copies
-    finally:
-        copies.drop_all()
 
 
 def reset_mlflow() -> None:

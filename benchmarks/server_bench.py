@@ -24,7 +24,14 @@ from pathlib import Path
 
 import requests
 
-from benchmarks._common import build_registry, median_p95, name_of, postgres_copies, print_table, reset_mlflow
+from benchmarks._common import (
+    PostgresCopies,
+    build_registry,
+    median_p95,
+    name_of,
+    print_table,
+    reset_mlflow,
+)
 
 
 def _free_port() -> int:
@@ -149,7 +156,7 @@ def main() -> None:
             "plugin": (f"prompt-alias+sqlite:///{workdir / 'plugin.db'}", "--app-name", "prompt-alias"),
         }, args, seconds, workdir)  # fmt: skip
         if args.postgres_url:
-            with postgres_copies(args.postgres_url) as pg:
+            with PostgresCopies(args.postgres_url) as pg:
                 stock, plugin = pg.registry_copies(args.prompts)
                 measure("postgresql", {
                     "stock": (stock,),

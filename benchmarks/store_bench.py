@@ -19,10 +19,10 @@ from pathlib import Path
 import sqlalchemy
 
 from benchmarks._common import (
+    PostgresCopies,
     build_registry,
     median_p95,
     name_of,
-    postgres_copies,
     print_table,
     reset_mlflow,
     timed,
@@ -122,7 +122,7 @@ def main() -> None:
     try:
         run("sqlite", sqlite_pair, sizes, repeat)
         if args.postgres_url:
-            with postgres_copies(args.postgres_url) as pg:
+            with PostgresCopies(args.postgres_url) as pg:
 
                 def postgres_pair(size):
                     stock, plugin = pg.registry_copies(size)
