@@ -85,7 +85,7 @@ def _populate(uri: str) -> None:
             thread.join()
 
 
-def _ask(url: str, method: str, path: str, query, plain: bool) -> tuple:
+def _ask(url: str, method: str, path: str, query, _plain: bool = False) -> tuple:
     r = requests.request(method, f"{url}{API}/{path}", params=query, timeout=30)
     return r.status_code, r.headers.get("Content-Type"), r.content
 
