@@ -293,7 +293,7 @@ class FastReadsMixin:
 
     # ------------------------------------------------------------------ registered models
 
-    def fast_registered_model(self, name: Any) -> RegisteredModel | None:
+    def _fast_registered_model(self, name: Any) -> RegisteredModel | None:
         """The registered model (or prompt) stock's ``get_registered_model`` returns, in two
         statements, or ``None`` when it is not there (the caller falls back to stock)."""
         if not isinstance(name, str):
@@ -313,7 +313,7 @@ class FastReadsMixin:
         Stock loads every version of the model to pick the latest per stage; over HTTP the
         stock client calls this (``registered-models/get``) twice per ``load_prompt``.
         """
-        return self.fast_registered_model(name) or super().get_registered_model(name)
+        return self._fast_registered_model(name) or super().get_registered_model(name)
 
     @staticmethod
     def _registered_model(rows, extras) -> RegisteredModel:
@@ -340,7 +340,7 @@ class FastReadsMixin:
 
     # ------------------------------------------------------------------ model versions
 
-    def fast_model_version_by_alias(self, name: Any, alias: Any) -> ModelVersion | None:
+    def _fast_model_version_by_alias(self, name: Any, alias: Any) -> ModelVersion | None:
         """Stock's ``get_model_version_by_alias`` result in one statement, or ``None`` for
         anything but the plain case (the caller falls back to stock)."""
         if not isinstance(alias, str) or alias.lower() == _REGISTERED_MODEL_ALIAS_LATEST:
@@ -350,11 +350,11 @@ class FastReadsMixin:
 
     def get_model_version_by_alias(self, name, alias):
         """A model version by alias in one statement; stock's result and errors."""
-        return self.fast_model_version_by_alias(name, alias) or super().get_model_version_by_alias(
+        return self._fast_model_version_by_alias(name, alias) or super().get_model_version_by_alias(
             name, alias
         )
 
-    def fast_model_version(self, name: Any, version: Any) -> ModelVersion | None:
+    def _fast_model_version(self, name: Any, version: Any) -> ModelVersion | None:
         """Stock's ``get_model_version`` result in one statement, or ``None`` for anything
         but the plain case (the caller falls back to stock)."""
         number = self._as_version_number(version)
@@ -365,4 +365,4 @@ class FastReadsMixin:
 
     def get_model_version(self, name, version):
         """A model version by number in one statement; stock's result and errors."""
-        return self.fast_model_version(name, version) or super().get_model_version(name, version)
+        return self._fast_model_version(name, version) or super().get_model_version(name, version)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
@@ -31,9 +31,11 @@ from mlflow.protos.model_registry_pb2 import (
     GetModelVersion,
     GetModelVersionByAlias,
     GetRegisteredModel,
+    ModelRegistryService,
 )
 from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
 from mlflow.server.handlers import _add_static_prefix, _get_model_registry_store, _wrap_response
+from mlflow.utils.rest_utils import _REST_API_PATH_PREFIX, extract_api_info_for_service
 
 from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
 
@@ -41,32 +43,13 @@ _logger = logging.getLogger(__name__)
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
-
-# Each read builds the response message of MLflow's handler for that path, or ``None``.
-def _registered_model(store, name: str):
-    if (model := store.fast_registered_model(name)) is None:
-        return None
-    return GetRegisteredModel.Response(registered_model=model.to_proto())
-
-
-def _model_version_by_alias(store, name: str, alias: str):
-    if (version := store.fast_model_version_by_alias(name, alias)) is None:
-        return None
-    return GetModelVersionByAlias.Response(model_version=version.to_proto())
-
-
-def _model_version(store, name: str, version: str):
-    if (found := store.fast_model_version(name, version)) is None:
-        return None
-    return GetModelVersion.Response(model_version=found.to_proto())
-
-
-# Path (as MLflow's Flask app registers it), the query parameters it takes, and the read.
-_READS: list[tuple[str, tuple[str, ...], Callable[..., Any]]] = [
-    ("/api/2.0/mlflow/registered-models/get", ("name",), _registered_model),
-    ("/api/2.0/mlflow/registered-models/alias", ("name", "alias"), _model_version_by_alias),
-    ("/api/2.0/mlflow/model-versions/get", ("name", "version"), _model_version),
-]
+# MLflow's request message of each read, and the store's fast path for it (the entity, or
+# None). Paths and query parameters come from the messages, as the stock client's do.
+_READS = {
+    GetRegisteredModel: "_fast_registered_model",
+    GetModelVersionByAlias: "_fast_model_version_by_alias",
+    GetModelVersion: "_fast_model_version",
+}
 
 
 def _plain_query(query_string: bytes, names: tuple[str, ...]) -> dict[str, str] | None:
@@ -84,9 +67,13 @@ def _plain_query(query_string: bytes, names: tuple[str, ...]) -> dict[str, str] 
 class _NativeRead:
     """One read route: the fast answer, or the request handed to MLflow's Flask app."""
 
-    def __init__(self, names: tuple[str, ...], read: Callable[..., Any], fallback: ASGIApp):
-        self._names = names
-        self._read = read
+    def __init__(self, request_class, fast_read: str, fallback: ASGIApp):
+        # The request's fields are the query parameters (name, alias / version), in the order
+        # the store's method takes them; the response has one field, the entity's proto.
+        self._names = tuple(field.name for field in request_class.DESCRIPTOR.fields)
+        self._response = request_class.Response
+        self._response_field = self._response.DESCRIPTOR.fields[0].name
+        self._fast_read = fast_read
         self._fallback = fallback
 
     def _answer(self, params: dict[str, str]) -> bytes | None:
@@ -95,8 +82,11 @@ class _NativeRead:
         store = _get_model_registry_store()
         if not isinstance(store, PromptAliasRegistryStore):
             return None
-        message = self._read(store, *(params[n] for n in self._names))
-        return None if message is None else _wrap_response(message).get_data()
+        entity = getattr(store, self._fast_read)(*(params[n] for n in self._names))
+        if entity is None:
+            return None
+        message = self._response(**{self._response_field: entity.to_proto()})
+        return _wrap_response(message).get_data()
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] == "GET":
@@ -120,6 +110,9 @@ def install(fastapi_app) -> None:
     index, flask_mount = next(
         (i, r) for i, r in enumerate(routes) if isinstance(r, Mount) and r.path == ""
     )
-    for path, names, read in reversed(_READS):
+    paths = extract_api_info_for_service(ModelRegistryService, _REST_API_PATH_PREFIX)
+    for request_class, fast_read in _READS.items():
+        path, _ = paths[request_class]
         # methods=None: every method reaches the route, which hands all but GET to Flask.
-        routes.insert(index, Route(_add_static_prefix(path), _NativeRead(names, read, flask_mount.app)))
+        route = Route(_add_static_prefix(path), _NativeRead(request_class, fast_read, flask_mount.app))
+        routes.insert(index, route)

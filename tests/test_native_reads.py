@@ -141,7 +141,7 @@ def test_store_failure_falls_back_to_flask(asgi_app, sqlite_uri, mocker):
     _populate(sqlite_uri)
     from mlflow_prompt_alias_store import PromptAliasRegistryStore
 
-    mocker.patch.object(PromptAliasRegistryStore, "fast_registered_model", side_effect=RuntimeError("boom"))
+    mocker.patch.object(PromptAliasRegistryStore, "_fast_registered_model", side_effect=RuntimeError("boom"))
     flask = mocker.spy(flask_app, "wsgi_app")
     response = client.get(f"{API}/registered-models/get", params={"name": "qa_prompt"})
     # Flask's handler goes through get_registered_model, which meets the same fault.
