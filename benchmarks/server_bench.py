@@ -1,7 +1,10 @@
 """Through real ``mlflow server`` processes: stock (``sqlite:///``) against the plugin
 (``prompt-alias+sqlite:///`` with ``--app-name prompt-alias``), same engine, same registry,
 both ``--workers 2``: ``mlflow.genai.load_prompt("prompts:/name@production",
-cache_ttl_seconds=0)`` from the stock client, latency and throughput at 1 and 8 clients.
+cache_ttl_seconds=0)`` from the stock client, latency and throughput at 1 and 8 clients, with
+the CPU the clients and the server spend per load. A third row, ``replay``, puts the same
+clients in front of a server that only replays recorded answers: the most that any server
+could give them on this machine.
 
     python -m benchmarks.server_bench            # 30 s of load per configuration
     python -m benchmarks.server_bench --quick    # a few seconds, for CI
@@ -61,12 +64,93 @@ def _start(backend: str, workdir: Path, workers: int, *extra: str):
     raise RuntimeError(f"server on {backend} did not start; see {log.name}")
 
 
+def _server_cpu_seconds(proc) -> float:
+    """CPU time so far of the server: the process and every process in its session (for
+    ``mlflow server``: uvicorn's supervisor and workers, MLflow's job runners), from /proc."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        # Session id: start_new_session made the mlflow server its session's leader.
+        if int(stat.parent.name) == proc.pid or int(fields[3]) == proc.pid:
+            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_until_idle(proc, timeout: float = 120) -> None:
+    """Wait until the server has finished starting. Stock ``mlflow server`` keeps booting its
+    job runner and huey consumers for some 20 s after it first answers, on about a core;
+    timing it then would measure its start-up, not its answers."""
+    deadline = time.monotonic() + timeout
+    before = _server_cpu_seconds(proc)
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        now = _server_cpu_seconds(proc)
+        if now - before < 0.05:  # under 5 % of one core
+            return
+        before = now
+    raise RuntimeError("the server was still busy after its start")
+
+
 def _stop(proc) -> None:
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _replay_server(upstream: str, port: int, ready) -> None:
+    """An HTTP server with nothing behind it: each distinct request is asked of ``upstream``
+    once and its answer replayed from memory ever after. What the stock client reaches with it
+    is the most any server could give on this machine."""
+    import asyncio
+
+    cache: dict[bytes, bytes] = {}
+
+    def fetch(method: str, target: str) -> bytes:
+        response = requests.request(method, upstream + target, timeout=30)
+        head = (f"HTTP/1.1 {response.status_code} {response.reason}\r\n"
+                f"Content-Type: {response.headers.get('Content-Type', 'application/json')}\r\n"
+                f"Content-Length: {len(response.content)}\r\n\r\n")  # fmt: skip
+        return head.encode() + response.content
+
+    async def serve(reader, writer) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                request_line, *headers = head.decode("latin-1").split("\r\n")
+                method, target, _ = request_line.split(" ", 2)
+                length = next((int(h.split(":", 1)[1]) for h in headers
+                               if h.lower().startswith("content-length:")), 0)  # fmt: skip
+                key = request_line.encode() + (await reader.readexactly(length) if length else b"")
+                if key not in cache:
+                    cache[key] = await asyncio.to_thread(fetch, method, target)
+                writer.write(cache[key])
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def run() -> None:
+        # Bound through asyncio, so accepted connections get TCP_NODELAY.
+        server = await asyncio.start_server(serve, "127.0.0.1", port)
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(run())
+
+
+def _warm(url: str, size: int) -> None:
+    """One load of every prompt, so the replay server has every answer before it is timed."""
+    import mlflow
+    import mlflow.genai
+
+    mlflow.set_tracking_uri(url)
+    for i in range(size):
+        mlflow.genai.load_prompt(f"prompts:/{name_of(i)}@production", cache_ttl_seconds=0)
 
 
 def _client(url: str, size: int, seconds: float, start_at: float, seed: int):
@@ -97,13 +181,35 @@ def _import_mlflow(_) -> None:
     import mlflow.genai  # noqa: F401
 
 
-def _load(pool, url: str, clients: int, size: int, seconds: float):
+def _load(pool, proc, url: str, clients: int, size: int, seconds: float):
     start_at = time.time() + 2  # each client connects (one load) before the agreed start
-    results = pool.starmap(_client, [(url, size, seconds, start_at, i) for i in range(clients)], chunksize=1)
+    pending = pool.starmap_async(_client, [(url, size, seconds, start_at, i) for i in range(clients)], chunksize=1)
+    time.sleep(max(0.0, start_at - time.time()))
+    server_cpu = _server_cpu_seconds(proc)
+    time.sleep(seconds)
+    server_cpu = _server_cpu_seconds(proc) - server_cpu
+    results = pending.get()
     samples = [s for r, _ in results for s in r]
     med, p95 = median_p95(samples)
     client_cpu_ms = sum(cpu for _, cpu in results) / len(samples) * 1000
-    return med, p95, len(samples) / seconds, client_cpu_ms
+    return med, p95, len(samples) / seconds, client_cpu_ms, server_cpu / len(samples) * 1000
+
+
+def _load_replay(pool, upstream: str, size: int, seconds: float):
+    """The same loads against the replay server, in front of ``upstream``."""
+    context = multiprocessing.get_context("spawn")
+    port, ready = _free_port(), context.Event()
+    proc = context.Process(target=_replay_server, args=(upstream, port, ready), daemon=True)
+    proc.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the replay server did not start")
+        url = f"http://127.0.0.1:{port}"
+        pool.apply(_warm, (url, size))
+        return {("replay", clients): _load(pool, proc, url, clients, size, seconds) for clients in (1, 8)}
+    finally:
+        proc.kill()
+        proc.join()
 
 
 def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: float, workdir: Path) -> None:
@@ -114,26 +220,29 @@ def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: fl
         for label, (backend, *extra) in backends.items():
             proc, url = _start(backend, workdir, args.workers, *extra)
             try:
+                _wait_until_idle(proc)
                 for clients in (1, 8):
-                    results[(label, clients)] = _load(pool, url, clients, args.prompts, seconds)
+                    results[(label, clients)] = _load(pool, proc, url, clients, args.prompts, seconds)
+                if label == "plugin":
+                    results.update(_load_replay(pool, url, args.prompts, seconds))
             finally:
                 _stop(proc)
-    rows = [[label, clients, f"{m:.1f}", f"{p:.1f}", f"{t:.1f}", f"{c:.1f}"]
-            for (label, clients), (m, p, t, c) in results.items()]  # fmt: skip
+    rows = [[label, clients, f"{m:.1f}", f"{p:.1f}", f"{t:.1f}", f"{c:.1f}", f"{s:.1f}"]
+            for (label, clients), (m, p, t, c, s) in results.items()]  # fmt: skip
     print(f"\n== {engine}: load_prompt by alias through mlflow server --workers {args.workers}, "
           f"{seconds:g} s per row; latency in ms ==")  # fmt: skip
-    print_table(["server", "clients", "median", "p95", "loads/s", "client CPU ms/load"], rows)
+    print_table(["server", "clients", "median", "p95", "loads/s", "client CPU ms/load", "server CPU ms/load"], rows)
     for clients in (1, 8):
         stock, plugin = results[("stock", clients)], results[("plugin", clients)]
         print(f"ratio {engine} server {clients} client(s): median {stock[0]:.1f} -> {plugin[0]:.1f} ms "
               f"({stock[0] / plugin[0]:.1f}x), throughput {stock[2]:.1f} -> {plugin[2]:.1f} loads/s "
               f"({plugin[2] / stock[2]:.1f}x)")  # fmt: skip
-    # The clients run on this machine too: their own CPU time per load bounds what any server
-    # could reach here.
-    cores = os.cpu_count() or 1
-    cpu = results[("plugin", 8)][3]
-    print(f"ceiling {engine} with the clients on these {cores} cores: {cores * 1000 / cpu:.0f} loads/s "
-          f"(the stock client spends {cpu:.1f} ms of CPU per load; no server could serve more)")
+    # The clients run on this machine too, and the stock client's own CPU per load bounds what
+    # any server could give here: the replay server, which does no work per request, shows it.
+    stock, replay = results[("stock", 8)], results[("replay", 8)]
+    print(f"ceiling {engine} 8 clients: a server that only replays answers gives {replay[2]:.1f} loads/s "
+          f"({replay[2] / stock[2]:.1f}x stock); the clients spend {replay[3]:.1f} ms of CPU per load "
+          f"on these {os.cpu_count()} cores")  # fmt: skip
 
 
 def main() -> None:

@@ -106,20 +106,26 @@ def test_same_bytes_as_a_stock_server(sqlite_uri, tmp_path):
         assert got[2] == want[2], f"{request}:\n" + "\n".join(diff)
 
 
-@pytest.fixture
-def asgi_app(sqlite_uri, monkeypatch):
-    """MLflow's FastAPI app with the native routes, in-process, on a fresh database."""
+def _mlflow_fastapi_app(sqlite_uri, monkeypatch):
+    """MLflow's FastAPI app around its Flask app, in-process, on ``sqlite_uri``."""
     from mlflow.server import app as flask_app
     from mlflow.server import handlers
     from mlflow.server.fastapi_app import create_fastapi_app
-    from starlette.testclient import TestClient
-
-    from mlflow_prompt_alias_store import _native_reads
 
     monkeypatch.setenv("_MLFLOW_SERVER_REGISTRY_STORE", sqlite_uri)
     monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", sqlite_uri)
     monkeypatch.setattr(handlers, "_model_registry_store", None)
-    app = create_fastapi_app(flask_app)
+    return create_fastapi_app(flask_app), flask_app
+
+
+@pytest.fixture
+def asgi_app(sqlite_uri, monkeypatch):
+    """MLflow's FastAPI app with the native routes, in-process, on a fresh database."""
+    from starlette.testclient import TestClient
+
+    from mlflow_prompt_alias_store import _native_reads
+
+    app, flask_app = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
     _native_reads.install(app)
     with TestClient(app, base_url="http://localhost") as client:
         yield client, flask_app
@@ -147,3 +153,30 @@ def test_store_failure_falls_back_to_flask(asgi_app, sqlite_uri, mocker):
     # Flask's handler goes through get_registered_model, which meets the same fault.
     assert flask.call_count == 1
     assert response.status_code == 500
+
+
+def test_routes_go_first_but_never_shadow_a_native_mlflow_route(sqlite_uri, monkeypatch):
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from mlflow_prompt_alias_store import _native_reads
+
+    app, _ = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
+    _populate(sqlite_uri)
+    # As if a later MLflow served model-versions/get natively, ahead of its Flask mount.
+    native = Route(f"{API}/model-versions/get", lambda request: PlainTextResponse("MLflow's own"))
+    app.router.routes.insert(len(app.router.routes) - 1, native)
+    _native_reads.install(app)
+
+    first = app.router.routes[:2]
+    assert sorted(r.path for r in first) == [f"{API}/registered-models/alias", f"{API}/registered-models/get"]
+    assert all(isinstance(r.app, _native_reads._NativeRead) for r in first)
+    assert not any(isinstance(getattr(r, "app", None), _native_reads._NativeRead) for r in app.router.routes[2:])
+    with TestClient(app, base_url="http://localhost") as client:
+        assert client.get(f"{API}/model-versions/get", params={"name": "qa_prompt", "version": "1"}).text == (
+            "MLflow's own"
+        )
+        assert client.get(f"{API}/registered-models/get", params={"name": "qa_prompt"}).json()[
+            "registered_model"
+        ]["name"] == "qa_prompt"
