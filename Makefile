@@ -6,7 +6,9 @@ MLFLOW_SPEC ?=
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
-BACKEND_STORE_URI ?= prompt-alias+sqlite:///mlflow.db
+# The database. Tracking and MLflow's jobs use it as is (MLflow runs jobs only on a plain
+# database URI); the model registry, where aliases live, goes through prompt-alias+.
+DATABASE_URL ?= sqlite:///mlflow.db
 PYTEST_ARGS ?=
 
 .PHONY: install serve test clean
@@ -20,8 +22,8 @@ $(BIN)/.installed: setup.cfg setup.py pyproject.toml
 install: $(BIN)/.installed
 
 serve: install
-	$(BIN)/mlflow server --app-name prompt-alias --backend-store-uri $(BACKEND_STORE_URI) \
-		--host $(HOST) --port $(PORT)
+	$(BIN)/mlflow server --app-name prompt-alias --backend-store-uri $(DATABASE_URL) \
+		--registry-store-uri prompt-alias+$(DATABASE_URL) --host $(HOST) --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -3,6 +3,7 @@ plus this package's REST endpoints and its web page of alias timelines."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -21,6 +22,9 @@ from mlflow.server.handlers import (
 
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._entities import AliasEvent
+from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
+
+_logger = logging.getLogger(__name__)
 
 
 def _store():
@@ -229,6 +233,32 @@ def _set_tcp_nodelay_on_inherited_listeners() -> None:
     base_events._set_nodelay = _set_nodelay
 
 
+# ---------------------------------------------------------------- MLflow's job execution
+
+
+def _explain_job_execution() -> None:
+    """Say how to keep MLflow's job execution when the backend store URI is ours.
+
+    MLflow takes its job store (scorer and evaluation jobs, online scoring, prompt
+    optimization) from ``--backend-store-uri`` and accepts only a plain database URI there,
+    so with ``prompt-alias+...`` it starts without job execution and logs only that the
+    requirements are not met. The prompt registry, where aliases live, follows
+    ``--registry-store-uri``; giving our URI there and the plain one as the backend keeps both.
+    """
+    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
+    from mlflow.server import BACKEND_STORE_URI_ENV_VAR
+
+    backend = os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")
+    if backend.startswith(SCHEME_PREFIX) and MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get():
+        inner = redact(backend)[len(SCHEME_PREFIX) :]
+        _logger.warning(
+            "MLflow's job execution (scorers, online scoring, prompt optimization) needs a plain "
+            "database URI as --backend-store-uri. To keep it and the prompt-alias journal, start "
+            "the server with --backend-store-uri %s --registry-store-uri %s%s.",
+            inner, SCHEME_PREFIX, inner,
+        )  # fmt: skip
+
+
 # ---------------------------------------------------------------- the app
 
 
@@ -247,6 +277,7 @@ def create_app(app: Flask = mlflow_app):
         from mlflow_prompt_alias_store import _native_reads
 
         _set_tcp_nodelay_on_inherited_listeners()
+        _explain_job_execution()
         fastapi_app = create_fastapi_app(app)
         _native_reads.install(fastapi_app)
         return fastapi_app

@@ -320,6 +320,53 @@ def test_cli_works_with_an_http_tracking_uri(server):
         "to version 3. Nothing was changed.")  # fmt: skip
 
 
+def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
+    """MLflow runs its jobs only with a plain database as --backend-store-uri: with ours there
+    its job API answers an error, and with ours as --registry-store-uri instead, the jobs and
+    the journal both work."""
+    url, _ = server
+    assert requests.post(url + "/ajax-api/3.0/jobs/search", json={}).status_code == 400
+
+    db = tmp_path / "split.db"
+    split = ("--registry-store-uri", f"prompt-alias+sqlite:///{db}", "--app-name", "prompt-alias")
+    with mlflow_server(f"sqlite:///{db}", tmp_path, *split, workers=2) as (split_url, log_path):
+        r = requests.post(split_url + "/ajax-api/3.0/jobs/search", json={})
+        assert (r.status_code, r.json()) == (200, {"jobs": []})
+        _prompt(split_url, "split", versions=2)
+        mlflow.genai.set_prompt_alias("split", "production", 1)
+        mlflow.genai.set_prompt_alias("split", "production", 2)
+        assert mlflow.genai.load_prompt("prompts:/split@production", cache_ttl_seconds=0).version == 2
+        history = PromptAliasClient(split_url).get_alias_history("split", alias="production")
+        assert [(e.action, e.to_version) for e in history] == [("move", 2), ("set", 1)]
+        assert "job execution requirements not met" not in log_path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("backend", "jobs", "says"),
+    [
+        ("prompt-alias+postgresql://u:pw-secret-2@db.example/mlflow", None, True),
+        ("prompt-alias+postgresql://u:pw-secret-2@db.example/mlflow", "false", False),
+        ("postgresql://u:pw-secret-2@db.example/mlflow", None, False),
+    ],
+)
+def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch, caplog):
+    from mlflow_prompt_alias_store._app import _explain_job_execution
+
+    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", backend)
+    if jobs is None:
+        monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", jobs)
+    caplog.set_level("WARNING", logger="mlflow_prompt_alias_store")
+    _explain_job_execution()
+    if says:
+        assert "--backend-store-uri postgresql://u:***@db.example/mlflow --registry-store-uri " \
+            "prompt-alias+postgresql://u:***@db.example/mlflow" in caplog.text
+    else:
+        assert caplog.text == ""
+    assert "pw-secret-2" not in caplog.text
+
+
 def test_app_entry_points_load():
     from importlib.metadata import entry_points
 
