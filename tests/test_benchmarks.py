@@ -3,6 +3,7 @@ the figures are for docs/benchmarks.md, not for pass/fail)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,4 +35,8 @@ def test_server_benchmark_runs(postgres_databases):
     for engine in ("sqlite", "postgresql"):
         assert f"ratio {engine} server 1 client(s): median " in out
         assert f"ratio {engine} server 8 client(s): median " in out
-        assert f"ceiling {engine} with the clients on these " in out
+        assert f"ceiling {engine} 8 clients: a server that only replays answers gives " in out
+        for server in ("stock", "plugin", "replay"):
+            for clients in (1, 8):
+                assert re.search(rf"^{server} +{clients} +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ *$",
+                                 out, flags=re.MULTILINE), (server, clients, out)  # fmt: skip
