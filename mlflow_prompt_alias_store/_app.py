@@ -270,6 +270,7 @@ def create_app(app: Flask = mlflow_app):
     for path, handler, methods in _ENDPOINTS:
         app.add_url_rule(_add_static_prefix(path), handler.__name__, handler, methods=methods)
     _web.register(app)
+    _explain_job_execution()
 
     if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
         from mlflow.server.fastapi_app import create_fastapi_app
@@ -277,7 +278,6 @@ def create_app(app: Flask = mlflow_app):
         from mlflow_prompt_alias_store import _native_reads
 
         _set_tcp_nodelay_on_inherited_listeners()
-        _explain_job_execution()
         fastapi_app = create_fastapi_app(app)
         _native_reads.install(fastapi_app)
         return fastapi_app
