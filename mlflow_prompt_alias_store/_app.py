@@ -33,8 +33,9 @@ def _store():
     store = _get_model_registry_store()
     if not isinstance(store, PromptAliasRegistryStore):
         raise MlflowException(
-            "The prompt-alias app needs a prompt-alias+<database URL> backend store URI "
-            f"(mlflow server --backend-store-uri prompt-alias+...); this server's registry "
+            "The prompt-alias app needs a prompt-alias+<database URL> registry store (mlflow "
+            "server --registry-store-uri prompt-alias+..., or --backend-store-uri "
+            f"prompt-alias+... without --registry-store-uri); this server's registry "
             f"store is {type(store).__name__}.",
             INVALID_STATE,
         )

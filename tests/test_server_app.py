@@ -323,7 +323,7 @@ def test_cli_works_with_an_http_tracking_uri(server):
 def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
     """MLflow runs its jobs only with a plain database as --backend-store-uri: with ours there
     its job API answers an error, and with ours as --registry-store-uri instead, the jobs and
-    the journal both work."""
+    the journal both work. With neither, the app's endpoints say what to give."""
     url, _ = server
     assert requests.post(url + "/ajax-api/3.0/jobs/search", json={}).status_code == 400
 
@@ -339,6 +339,11 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
         history = PromptAliasClient(split_url).get_alias_history("split", alias="production")
         assert [(e.action, e.to_version) for e in history] == [("move", 2), ("set", 1)]
         assert "job execution requirements not met" not in log_path.read_text()
+
+    # Without any prompt-alias+ store, the app's endpoints say which option to give.
+    with mlflow_server(f"sqlite:///{db}", tmp_path, "--app-name", "prompt-alias") as (stock_url, _):
+        r = requests.get(stock_url + API + "/history", params={"name": "split"})
+        _error(r, 500, "INVALID_STATE", "--registry-store-uri prompt-alias+")
 
 
 @pytest.mark.parametrize(
