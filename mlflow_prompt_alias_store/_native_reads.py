@@ -77,8 +77,6 @@ class _NativeRead:
         self._fallback = fallback
 
     def _answer(self, params: dict[str, str]) -> bytes | None:
-        if os.environ.get(ARTIFACTS_ONLY_ENV_VAR):
-            return None  # MLflow's handler answers 503
         store = _get_model_registry_store()
         if not isinstance(store, PromptAliasRegistryStore):
             return None
@@ -124,8 +122,11 @@ def install(fastapi_app) -> None:
     First, not just ahead of the Flask mount: every request is matched against the routes in
     order, and MLflow's routers ahead of the mount (eight in 3.17) cost about a tenth of the server's
     time per read. None of them serves these paths; should a later MLflow serve one natively,
-    its route is left to answer and ours is not installed.
+    its route is left to answer and ours is not installed. Under ``--artifacts-only`` none is
+    installed: MLflow's handlers answer these paths 503 there.
     """
+    if os.environ.get(ARTIFACTS_ONLY_ENV_VAR):
+        return
     routes = fastapi_app.router.routes
     flask_mount = next(r for r in routes if isinstance(r, Mount) and r.path == "")
     paths = extract_api_info_for_service(ModelRegistryService, _REST_API_PATH_PREFIX)

@@ -180,3 +180,21 @@ def test_routes_go_first_but_never_shadow_a_native_mlflow_route(sqlite_uri, monk
         assert client.get(f"{API}/registered-models/get", params={"name": "qa_prompt"}).json()[
             "registered_model"
         ]["name"] == "qa_prompt"
+
+
+def test_no_routes_under_artifacts_only(sqlite_uri, monkeypatch, mocker):
+    from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
+    from starlette.testclient import TestClient
+
+    from mlflow_prompt_alias_store import _native_reads
+
+    app, flask_app = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
+    _populate(sqlite_uri)
+    monkeypatch.setenv(ARTIFACTS_ONLY_ENV_VAR, "true")
+    routes = list(app.router.routes)
+    _native_reads.install(app)
+    assert app.router.routes == routes
+    flask = mocker.spy(flask_app, "wsgi_app")
+    with TestClient(app, base_url="http://localhost") as client:
+        response = client.get(f"{API}/registered-models/get", params={"name": "qa_prompt"})
+    assert (response.status_code, flask.call_count) == (503, 1)
