@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from mlflow_prompt_alias_store._client import (
+    from mlflow_prompt_alias_store._client.client import (
         PromptAliasClient,
         get_alias_history,
         get_protection_history,
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
         ProtectedAlias,
         ProtectionEvent,
     )
-    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
     from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, SUPPORTED_SCHEMES, parse_store_uri
 
 _LAZY = {
@@ -41,17 +41,17 @@ _LAZY = {
     "AliasEvent": "mlflow_prompt_alias_store._entities",
     "ProtectedAlias": "mlflow_prompt_alias_store._entities",
     "ProtectionEvent": "mlflow_prompt_alias_store._entities",
-    "PromptAliasClient": "mlflow_prompt_alias_store._client",
-    "get_alias_history": "mlflow_prompt_alias_store._client",
-    "get_protection_history": "mlflow_prompt_alias_store._client",
-    "list_aliases": "mlflow_prompt_alias_store._client",
-    "list_protected_aliases": "mlflow_prompt_alias_store._client",
-    "protect_alias": "mlflow_prompt_alias_store._client",
-    "resolve_alias_at": "mlflow_prompt_alias_store._client",
-    "rollback_alias": "mlflow_prompt_alias_store._client",
-    "set_alias_if": "mlflow_prompt_alias_store._client",
-    "unprotect_alias": "mlflow_prompt_alias_store._client",
-    "PromptAliasRegistryStore": "mlflow_prompt_alias_store._store",
+    "PromptAliasClient": "mlflow_prompt_alias_store._client.client",
+    "get_alias_history": "mlflow_prompt_alias_store._client.client",
+    "get_protection_history": "mlflow_prompt_alias_store._client.client",
+    "list_aliases": "mlflow_prompt_alias_store._client.client",
+    "list_protected_aliases": "mlflow_prompt_alias_store._client.client",
+    "protect_alias": "mlflow_prompt_alias_store._client.client",
+    "resolve_alias_at": "mlflow_prompt_alias_store._client.client",
+    "rollback_alias": "mlflow_prompt_alias_store._client.client",
+    "set_alias_if": "mlflow_prompt_alias_store._client.client",
+    "unprotect_alias": "mlflow_prompt_alias_store._client.client",
+    "PromptAliasRegistryStore": "mlflow_prompt_alias_store._store.registry",
     "SCHEME_PREFIX": "mlflow_prompt_alias_store._uri",
     "SUPPORTED_SCHEMES": "mlflow_prompt_alias_store._uri",
     "parse_store_uri": "mlflow_prompt_alias_store._uri",

@@ -65,7 +65,7 @@ def registry_store(store_uri: str, tracking_uri: str | None = None):
         store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI.
         tracking_uri: Accepted because MLflow passes it to registry builders; unused.
     """
-    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
 
     _refuse_workspaces()
     return PromptAliasRegistryStore(

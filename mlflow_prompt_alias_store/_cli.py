@@ -94,7 +94,7 @@ def db_upgrade(url: str) -> None:
     def upgrade() -> None:
         import mlflow.store.db.utils as db_utils
 
-        from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
         from mlflow_prompt_alias_store._uri import parse_store_uri
 
         parsed = parse_store_uri(url)
@@ -133,7 +133,7 @@ def history(name, alias, max_results, page_token, tracking_uri, output) -> None:
 
 
 def _client(tracking_uri: str):
-    from mlflow_prompt_alias_store._client import PromptAliasClient
+    from mlflow_prompt_alias_store._client.client import PromptAliasClient
 
     return PromptAliasClient(tracking_uri)
 

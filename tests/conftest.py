@@ -73,7 +73,7 @@ def clean_mlflow_state(monkeypatch, tmp_path):
 
 def _initialize(uri: str) -> None:
     """Create MLflow's tables and the package's through the real store, then let go."""
-    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
 
     PromptAliasRegistryStore(uri)
     _reset_mlflow_caches()

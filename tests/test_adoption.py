@@ -15,11 +15,11 @@ import mlflow.genai
 from mlflow import MlflowClient
 
 from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
-from mlflow_prompt_alias_store._db import head_revision
+from mlflow_prompt_alias_store._store.migrate import head_revision
 
-from tests._journal_check import check_journal
-from tests._oracle import db_snapshot, schema_snapshot
-from tests.conftest import _reset_mlflow_caches
+from _journal_check import check_journal
+from _oracle import db_snapshot, schema_snapshot
+from conftest import _reset_mlflow_caches
 
 CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
 OURS = ("prompt_alias_", "alembic_version_prompt_alias")

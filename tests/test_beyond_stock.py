@@ -16,10 +16,10 @@ from mlflow.exceptions import MlflowException
 import mlflow_prompt_alias_store as pas
 from mlflow_prompt_alias_store import AliasAssignment, PromptAliasClient
 
-from tests import _workers
-from tests._journal_check import check_journal
-from tests._oracle import db_snapshot
-from tests._server import mlflow_server
+import _workers
+from _journal_check import check_journal
+from _oracle import db_snapshot
+from _server import mlflow_server
 
 
 def _prompt(name="qa", versions=3):
@@ -48,7 +48,7 @@ def _alias(name="qa", alias="production"):
 
 
 def test_resolve_alias_at(client, plugin_uri, mocker):
-    clock = mocker.patch("mlflow_prompt_alias_store._journal.get_current_time_millis")
+    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
     g = mlflow.genai
     for t, call in [
         (1_000, lambda: g.set_prompt_alias(name="qa", alias="production", version=1)),

@@ -44,7 +44,7 @@ def fails(*args, **kwargs):
 @pytest.fixture
 def uri(sqlite_uri, mocker):
     mlflow.set_tracking_uri(sqlite_uri)
-    clock = mocker.patch("mlflow_prompt_alias_store._journal.get_current_time_millis")
+    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
     for i in (1, 2, 3):
         mlflow.genai.register_prompt(name="qa_prompt", template=f"v{i} {{{{question}}}}")
     mlflow.genai.register_prompt(name="summary", template="s {{x}}")

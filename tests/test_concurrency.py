@@ -11,10 +11,10 @@ import pytest
 import mlflow
 import mlflow.genai
 
-from tests import _workers
-from tests._journal_check import check_journal
-from tests._server import mlflow_server
-from tests.conftest import _reset_mlflow_caches
+import _workers
+from _journal_check import check_journal
+from _server import mlflow_server
+from conftest import _reset_mlflow_caches
 
 PROCESSES = 8
 ENGINES = [

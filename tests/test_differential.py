@@ -11,7 +11,7 @@ import mlflow.genai
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModelTag
 
-from tests._oracle import assert_same_as_stock, db_snapshot
+from _oracle import assert_same_as_stock, db_snapshot
 
 CHAT = [
     {"role": "system", "content": "You are a {{style}} assistant."},

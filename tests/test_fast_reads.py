@@ -18,7 +18,7 @@ from mlflow.utils.proto_json_utils import message_to_json
 
 from mlflow_prompt_alias_store import PromptAliasRegistryStore, parse_store_uri
 
-from tests._oracle import normalize
+from _oracle import normalize
 
 
 class Answer(BaseModel):

@@ -16,10 +16,10 @@ import mlflow
 import mlflow.genai
 from mlflow.exceptions import MlflowException
 
-from mlflow_prompt_alias_store._journal import Journal
+from mlflow_prompt_alias_store._store.journal import Journal
 
-from tests._journal_check import check_journal, read_state
-from tests.conftest import _reset_mlflow_caches
+from _journal_check import check_journal, read_state
+from conftest import _reset_mlflow_caches
 
 # The child widens the window it is killed in: after appending its event, inside the open
 # transaction that already holds the prompt's lock, it announces itself and waits.
@@ -28,7 +28,7 @@ _CHILD = textwrap.dedent(
     import sys, time, warnings
     warnings.filterwarnings("ignore")
     import mlflow, mlflow.genai
-    from mlflow_prompt_alias_store._journal import Journal
+    from mlflow_prompt_alias_store._store.journal import Journal
 
     original = Journal.append
     def append_then_hang(self, *args, **kwargs):

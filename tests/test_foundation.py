@@ -8,7 +8,6 @@ import sys
 from importlib.metadata import entry_points
 
 import pytest
-import sqlalchemy
 
 import mlflow
 import mlflow.genai
@@ -24,7 +23,7 @@ from mlflow_prompt_alias_store import (
 )
 from mlflow_prompt_alias_store._builders import registry_store, tracking_store
 
-from tests._server import mlflow_server
+from _server import mlflow_server
 
 
 def _registry_store(uri=None):

@@ -16,8 +16,8 @@ from mlflow.exceptions import MlflowException
 import mlflow_prompt_alias_store
 from mlflow_prompt_alias_store import AliasEvent, PromptAliasClient, PromptAliasRegistryStore
 
-from tests._journal_check import check_journal
-from tests._oracle import db_snapshot
+from _journal_check import check_journal
+from _oracle import db_snapshot
 
 
 def _events(uri, name, **kwargs):
@@ -162,7 +162,7 @@ def test_module_level_history_uses_the_current_tracking_uri(sqlite_uri):
 def test_timestamps_never_go_backwards(sqlite_uri, mocker):
     mlflow.set_tracking_uri(sqlite_uri)
     _register("qa", 2)
-    clock = mocker.patch("mlflow_prompt_alias_store._journal.get_current_time_millis")
+    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
     clock.return_value = 2_000_000
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
     clock.return_value = 1_000_000  # another writer's clock is behind
@@ -188,7 +188,7 @@ def test_transient_lock_errors_are_retried(sqlite_uri, mocker):
         return original(self, session, name)
 
     mocker.patch.object(PromptAliasRegistryStore, "_lock_prompt", flaky)
-    mocker.patch("mlflow_prompt_alias_store._store.time.sleep")
+    mocker.patch("mlflow_prompt_alias_store._store.transactions.time.sleep")
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
     assert len(calls) == 3
     assert _events(sqlite_uri, "qa") == [("production", "set", None, 1, 1)]
@@ -199,7 +199,7 @@ def test_persistent_lock_errors_give_up_clearly_and_change_nothing(sqlite_uri, m
     _register("qa", 1)
     before = db_snapshot(sqlite_uri)
     mocker.patch.object(PromptAliasRegistryStore, "_lock_prompt", side_effect=_locked())
-    sleep = mocker.patch("mlflow_prompt_alias_store._store.time.sleep")
+    sleep = mocker.patch("mlflow_prompt_alias_store._store.transactions.time.sleep")
     store = PromptAliasRegistryStore(sqlite_uri)
     with pytest.raises(MlflowException, match="after 5 attempts") as e:
         store.set_registered_model_alias("qa", "production", 1)
@@ -272,7 +272,7 @@ def test_client_refuses_uris_it_cannot_serve(stock_sqlite_uri):
 
 @pytest.mark.server
 def test_actor_through_mlflow_server_is_the_basic_auth_user(sqlite_uri, tmp_path, monkeypatch):
-    from tests._server import mlflow_server
+    from _server import mlflow_server
 
     with mlflow_server(sqlite_uri, tmp_path) as (url, _):
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "carol")

@@ -14,11 +14,11 @@ from alembic.migration import MigrationContext
 import mlflow
 
 from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
-from mlflow_prompt_alias_store._db import head_revision, include_object
-from mlflow_prompt_alias_store._models import VERSION_TABLE, Base
+from mlflow_prompt_alias_store._store.migrate import head_revision, include_object
+from mlflow_prompt_alias_store._store.models import VERSION_TABLE, Base
 
-from tests._journal_check import check_journal
-from tests._oracle import db_snapshot
+from _journal_check import check_journal
+from _oracle import db_snapshot
 
 DATA = Path(__file__).parent / "data"
 # One small database per released revision, made by the code of that release.

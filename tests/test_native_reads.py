@@ -16,7 +16,7 @@ import mlflow
 import mlflow.genai
 from mlflow import MlflowClient
 
-from tests._server import mlflow_server
+from _server import mlflow_server
 
 API = "/api/2.0/mlflow"
 
@@ -123,7 +123,7 @@ def asgi_app(sqlite_uri, monkeypatch):
     """MLflow's FastAPI app with the native routes, in-process, on a fresh database."""
     from starlette.testclient import TestClient
 
-    from mlflow_prompt_alias_store import _native_reads
+    from mlflow_prompt_alias_store._server import native_reads as _native_reads
 
     app, flask_app = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
     _native_reads.install(app)
@@ -160,7 +160,7 @@ def test_routes_go_first_but_never_shadow_a_native_mlflow_route(sqlite_uri, monk
     from starlette.routing import Route
     from starlette.testclient import TestClient
 
-    from mlflow_prompt_alias_store import _native_reads
+    from mlflow_prompt_alias_store._server import native_reads as _native_reads
 
     app, _ = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
     _populate(sqlite_uri)
@@ -186,7 +186,7 @@ def test_no_routes_under_artifacts_only(sqlite_uri, monkeypatch, mocker):
     from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
     from starlette.testclient import TestClient
 
-    from mlflow_prompt_alias_store import _native_reads
+    from mlflow_prompt_alias_store._server import native_reads as _native_reads
 
     app, flask_app = _mlflow_fastapi_app(sqlite_uri, monkeypatch)
     _populate(sqlite_uri)

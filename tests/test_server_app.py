@@ -22,8 +22,8 @@ from mlflow.exceptions import MlflowException
 
 from mlflow_prompt_alias_store import PromptAliasClient
 
-from tests._oracle import db_snapshot, normalize
-from tests._server import mlflow_server
+from _oracle import db_snapshot, normalize
+from _server import mlflow_server
 
 pytestmark = pytest.mark.server
 API = "/api/2.0/mlflow/prompt-alias"
@@ -355,7 +355,7 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
     ],
 )
 def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch, caplog):
-    from mlflow_prompt_alias_store._app import _explain_job_execution
+    from mlflow_prompt_alias_store._server.app import _explain_job_execution
 
     monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", backend)
     if jobs is None:
@@ -375,7 +375,7 @@ def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch,
 def test_app_entry_points_load():
     from importlib.metadata import entry_points
 
-    from mlflow_prompt_alias_store._app import create_app
+    from mlflow_prompt_alias_store._server.app import create_app
 
     [app] = [ep for ep in entry_points(group="mlflow.app") if ep.name == "prompt-alias"]
     assert app.load() is create_app
@@ -390,7 +390,7 @@ def test_connections_from_a_proto_0_listener_get_tcp_nodelay(monkeypatch):
     import asyncio.base_events as base_events
     import socket
 
-    from mlflow_prompt_alias_store._app import _set_tcp_nodelay_on_inherited_listeners
+    from mlflow_prompt_alias_store._server.app import _set_tcp_nodelay_on_inherited_listeners
 
     monkeypatch.setattr(base_events, "_set_nodelay", base_events._set_nodelay)  # restored after
 

@@ -15,7 +15,7 @@ import mlflow.genai
 
 from mlflow_prompt_alias_store import PromptAliasClient
 
-from tests._server import mlflow_server
+from _server import mlflow_server
 
 pytestmark = pytest.mark.server
 
@@ -28,7 +28,7 @@ EVIL_MESSAGE = "<img src=x onerror=\"window.__pwned = 2\"> shorter <b>answers</b
 @pytest.fixture
 def browser(tmp_path):
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        from tests.conftest import unavailable
+        from conftest import unavailable
 
         unavailable("Debian's chromium and chromium-driver are not installed")
     from selenium import webdriver

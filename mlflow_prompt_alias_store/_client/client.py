@@ -20,11 +20,11 @@ def _resolve_store(tracking_uri: str | None):
     REST backend with the same methods for an ``http(s)://`` server running the app."""
     from mlflow.tracking._model_registry.utils import _get_store, _resolve_registry_uri
 
-    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
 
     registry_uri = tracking_uri or _resolve_registry_uri()
     if registry_uri and registry_uri.startswith(("http://", "https://")):
-        from mlflow_prompt_alias_store._rest import RestAliasBackend
+        from mlflow_prompt_alias_store._client.rest import RestAliasBackend
 
         return RestAliasBackend(registry_uri)
     if not registry_uri or not registry_uri.startswith(SCHEME_PREFIX):

@@ -3,8 +3,8 @@
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from mlflow_prompt_alias_store._db import include_object
-from mlflow_prompt_alias_store._models import VERSION_TABLE, Base
+from mlflow_prompt_alias_store._store.migrate import include_object
+from mlflow_prompt_alias_store._store.models import VERSION_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -11,11 +11,11 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from mlflow_prompt_alias_store._models import TABLE_PREFIX, VERSION_TABLE
+from mlflow_prompt_alias_store._store.models import TABLE_PREFIX, VERSION_TABLE
 
 _logger = logging.getLogger(__name__)
 
-_MIGRATIONS_DIR = Path(__file__).parent / "_migrations"
+_MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any 64-bit number of our own: serialises concurrent upgrades (several server workers
 # opening a fresh PostgreSQL database at once).
 _PG_ADVISORY_LOCK_KEY = 0x70726F6D7074  # "prompt"

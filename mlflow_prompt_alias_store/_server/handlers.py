@@ -1,46 +1,19 @@
-"""``mlflow server --app-name prompt-alias``: MLflow's own app (every stock route and the UI)
-plus this package's REST endpoints and its web page of alias timelines."""
+"""The REST endpoints of ``--app-name prompt-alias``: request parsing, the store call, the
+webhooks MLflow's own alias endpoints would fire. Paths come from ``_routes``."""
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Response, jsonify, request
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, INVALID_STATE
-from mlflow.server import app as mlflow_app
-from mlflow.server.handlers import (
-    _add_static_prefix,
-    _get_model_registry_store,
-    _is_prompt,
-    catch_mlflow_exception,
-)
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.server.handlers import _is_prompt, catch_mlflow_exception
 
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._entities import AliasEvent
-from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
-
-_logger = logging.getLogger(__name__)
-
-
-def _store():
-    from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
-
-    store = _get_model_registry_store()
-    if not isinstance(store, PromptAliasRegistryStore):
-        raise MlflowException(
-            "The prompt-alias app needs a prompt-alias+<database URL> registry store (mlflow "
-            "server --registry-store-uri prompt-alias+..., or --backend-store-uri "
-            f"prompt-alias+... without --registry-store-uri); this server's registry "
-            f"store is {type(store).__name__}.",
-            INVALID_STATE,
-        )
-    return store
-
+from mlflow_prompt_alias_store._server.context import registry_store as _store
 
 # ---------------------------------------------------------------- request parsing
 
@@ -192,7 +165,7 @@ def get_protection_history() -> Response:
     return jsonify({"events": [e.to_dict() for e in events]})
 
 
-_ENDPOINTS = [
+ENDPOINTS = [
     (routes.HISTORY, get_history, ["GET"]),
     (routes.RESOLVE_AT, get_resolve_at, ["GET"]),
     (routes.ROLLBACK, post_rollback, ["POST"]),
@@ -204,82 +177,3 @@ _ENDPOINTS = [
     (routes.PROTECTION_HISTORY, get_protection_history, ["GET"]),
 ]
 
-
-# ---------------------------------------------------------------- uvicorn keep-alive stall
-
-
-def _set_tcp_nodelay_on_inherited_listeners() -> None:
-    """Make asyncio set TCP_NODELAY on every accepted TCP connection.
-
-    With ``--workers`` > 1, uvicorn binds the listening socket itself with ``proto`` 0
-    (uvicorn issue #3149) and hands it to the workers; asyncio only sets TCP_NODELAY when
-    ``sock.proto == IPPROTO_TCP``, so accepted connections keep Nagle's algorithm, which meets
-    the client's delayed ACK: every request on a reused keep-alive connection (the stock MLflow
-    client reuses them) waits about 40 ms. ``--workers 1`` binds through asyncio and is fine.
-
-    This widens asyncio's check, in the server's worker processes only, to any TCP stream
-    socket. Drop it once uvicorn creates its socket with IPPROTO_TCP or sets TCP_NODELAY
-    itself (then ``asyncio.base_events._set_nodelay`` is untouched and this is a no-op).
-    """
-    import asyncio.base_events as base_events
-
-    if getattr(base_events._set_nodelay, "_prompt_alias_patched", False):
-        return
-
-    def _set_nodelay(sock: socket.socket) -> None:
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    _set_nodelay._prompt_alias_patched = True
-    base_events._set_nodelay = _set_nodelay
-
-
-# ---------------------------------------------------------------- MLflow's job execution
-
-
-def _explain_job_execution() -> None:
-    """Say how to keep MLflow's job execution when the backend store URI is ours.
-
-    MLflow takes its job store (scorer and evaluation jobs, online scoring, prompt
-    optimization) from ``--backend-store-uri`` and accepts only a plain database URI there,
-    so with ``prompt-alias+...`` it starts without job execution and logs only that the
-    requirements are not met. The prompt registry, where aliases live, follows
-    ``--registry-store-uri``; giving our URI there and the plain one as the backend keeps both.
-    """
-    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
-    from mlflow.server import BACKEND_STORE_URI_ENV_VAR
-
-    backend = os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")
-    if backend.startswith(SCHEME_PREFIX) and MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get():
-        inner = redact(backend)[len(SCHEME_PREFIX) :]
-        _logger.warning(
-            "MLflow's job execution (scorers, online scoring, prompt optimization) needs a plain "
-            "database URI as --backend-store-uri. To keep it and the prompt-alias journal, start "
-            "the server with --backend-store-uri %s --registry-store-uri %s%s.",
-            inner, SCHEME_PREFIX, inner,
-        )  # fmt: skip
-
-
-# ---------------------------------------------------------------- the app
-
-
-def create_app(app: Flask = mlflow_app):
-    """Add the prompt-alias endpoints and page to MLflow's app (the ``mlflow.app`` entry
-    point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it."""
-    from mlflow_prompt_alias_store import _web
-
-    for path, handler, methods in _ENDPOINTS:
-        app.add_url_rule(_add_static_prefix(path), handler.__name__, handler, methods=methods)
-    _web.register(app)
-    _explain_job_execution()
-
-    if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
-        from mlflow.server.fastapi_app import create_fastapi_app
-
-        from mlflow_prompt_alias_store import _native_reads
-
-        _set_tcp_nodelay_on_inherited_listeners()
-        fastapi_app = create_fastapi_app(app)
-        _native_reads.install(fastapi_app)
-        return fastapi_app
-    return app

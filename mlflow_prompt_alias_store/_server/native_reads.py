@@ -37,7 +37,7 @@ from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
 from mlflow.server.handlers import _add_static_prefix, _get_model_registry_store, _wrap_response
 from mlflow.utils.rest_utils import _REST_API_PATH_PREFIX, extract_api_info_for_service
 
-from mlflow_prompt_alias_store._store import PromptAliasRegistryStore
+from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
 
 _logger = logging.getLogger(__name__)
 

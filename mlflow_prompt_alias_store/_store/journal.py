@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store._entities import AliasEvent
-from mlflow_prompt_alias_store._models import SqlAliasEvent
+from mlflow_prompt_alias_store._store.models import SqlAliasEvent
 
 # PostgreSQL SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available.
 _PG_TRANSIENT = {"40001", "40P01", "55P03"}

@@ -18,9 +18,10 @@ from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
 from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._server.context import registry_store as _store
 
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(Path(__file__).parent / "_templates"),
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
@@ -78,12 +79,6 @@ def _timeline(events, now_ms: int):
         lanes.append((alias, segments))
     ticks = [(_LABEL + f * (_WIDTH - _LABEL - 10), _iso(start + int(f * span))) for f in (0, 0.5, 1)]
     return lanes, ticks
-
-
-def _store():
-    from mlflow_prompt_alias_store._app import _store as app_store
-
-    return app_store()
 
 
 def _all_prompts(store):

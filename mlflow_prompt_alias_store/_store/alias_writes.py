@@ -1,0 +1,256 @@
+"""Alias writes: every write that changes MLflow's alias rows, each journaled in its own
+transaction — stock's set and delete, compare-and-set, rollback, and the stock writes that
+remove or rename aliases as a side effect (deleting a version or a prompt, renaming one)."""
+
+from __future__ import annotations
+
+import sqlalchemy
+from sqlalchemy import func
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import (
+    ABORTED,
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+)
+from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias
+from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import (
+    _validate_model_alias_name,
+    _validate_model_alias_name_reserved,
+    _validate_model_name,
+    _validate_model_renaming,
+    _validate_model_version,
+)
+
+from mlflow_prompt_alias_store._entities import AliasEvent
+from mlflow_prompt_alias_store._errors import AliasStateError
+from mlflow_prompt_alias_store._store.journal import Journal
+from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+
+
+class AliasWritesMixin:
+    """Set, move, delete, compare-and-set and roll back aliases; delete and rename prompts
+    and versions without losing track of their aliases."""
+
+    @staticmethod
+    def _validate_alias_target(name, alias, version) -> int:
+        _validate_model_name(name)
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+        return _validate_model_version(version)
+
+    def _point_alias(
+        self, session, journal: Journal, alias: str, version: int, action: str | None = None
+    ) -> AliasEvent | None:
+        """Point ``alias`` at an existing ``version``, journaling the change (``set``/``move``
+        unless ``action`` says otherwise). ``None`` when it already points there."""
+        name = journal.name
+        sql_model_version = self._get_sql_model_version(session, name, version)
+        existing = self._get_registered_model_alias(session, name, alias)
+        if existing is None:
+            session.add(
+                SqlRegisteredModelAlias(
+                    workspace=sql_model_version.workspace, name=name, alias=alias, version=version
+                )
+            )
+            return journal.append(alias, action or "set", None, version)
+        if existing.version != version:
+            event = journal.append(alias, action or "move", existing.version, version)
+            existing.version = version
+            return event
+        return None
+
+    def set_registered_model_alias(self, name, alias, version):
+        """Point ``alias`` at ``version`` and journal it (``set`` or ``move``); a no-op, with
+        no event, when the alias already points there. Stock validation and errors."""
+        version = self._validate_alias_target(name, alias, version)
+        self._alias_write(name, lambda session, journal: self._point_alias(
+            session, journal, alias, version))  # fmt: skip
+
+    def delete_registered_model_alias(self, name, alias):
+        """Remove ``alias`` and journal a ``delete``; deleting a missing alias is a no-op.
+        A protected alias is refused with ``INVALID_STATE``."""
+        _validate_model_name(name)
+        _validate_model_alias_name(alias)
+
+        def write(session, journal: Journal) -> None:
+            existing = self._get_registered_model_alias(session, name, alias)
+            if existing is None:
+                self._get_registered_model(session, name)  # stock's error for a missing model
+                return
+            self._refuse_if_protected(session, name, [existing], "delete alias")
+            journal.append(alias, "delete", existing.version, None)
+            session.delete(existing)
+
+        self._alias_write(name, write)
+
+    # ------------------------------------------------------------------ beyond stock
+
+    def set_alias_if(
+        self, name: str, alias: str, version: int | str, expected_version: int | str | None
+    ) -> AliasEvent | None:
+        """Compare-and-set: point ``alias`` at ``version`` only if it now points at
+        ``expected_version`` (``None``: only if the alias does not exist yet).
+
+        Returns:
+            The journaled event, or ``None`` if the alias already pointed at ``version``.
+
+        Raises:
+            MlflowException: ``ABORTED`` (nothing changed) when the alias is elsewhere;
+                stock's errors for bad input or a missing version.
+        """
+        version = self._validate_alias_target(name, alias, version)
+        if expected_version is not None:
+            expected_version = _validate_model_version(expected_version)
+            if expected_version < 1:
+                raise MlflowException(
+                    f"expected_version must be a positive version number or None, got "
+                    f"{expected_version!r}.",
+                    INVALID_PARAMETER_VALUE,
+                )
+
+        def write(session, journal: Journal) -> AliasEvent | None:
+            self._get_sql_model_version(session, name, version)
+            existing = self._get_registered_model_alias(session, name, alias)
+            actual = existing.version if existing is not None else None
+            if actual != expected_version:
+                where = "does not exist" if actual is None else f"points to version {actual}"
+                wanted = (
+                    "not to exist" if expected_version is None
+                    else f"to point to version {expected_version}"
+                )  # fmt: skip
+                raise MlflowException(
+                    f"Alias '{alias}' of '{name}' {where}; expected it {wanted}. "
+                    "Nothing was changed.",
+                    ABORTED,
+                )
+            return self._point_alias(session, journal, alias, version)
+
+        return self._alias_write(name, write)
+
+    def rollback_alias(self, name: str, alias: str) -> AliasEvent:
+        """Undo the alias's latest event: point it back at that event's ``from_version``,
+        journaled as ``rollback`` (a second rollback undoes the first).
+
+        Raises:
+            MlflowException: ``INVALID_STATE`` (nothing changed) when the latest event created
+                the alias or its target version has since been deleted;
+                ``RESOURCE_DOES_NOT_EXIST`` for an unknown prompt or an alias with no history.
+        """
+        _validate_model_name(name)
+        _validate_model_alias_name(alias)
+
+        def write(session, journal: Journal) -> AliasEvent:
+            self._get_registered_model(session, name)
+            latest = (
+                session
+                .query(SqlAliasEvent)
+                .filter(SqlAliasEvent.name == name, SqlAliasEvent.alias == alias)
+                .order_by(SqlAliasEvent.sequence.desc())
+                .first()
+            )
+            if latest is None:
+                raise MlflowException(
+                    f"Alias '{alias}' of '{name}' has no history to roll back.",
+                    RESOURCE_DOES_NOT_EXIST,
+                )
+            target = latest.from_version
+            if target is None:
+                raise AliasStateError(
+                    f"Nothing to roll back to: the latest event of alias '{alias}' of "
+                    f"'{name}' (#{latest.sequence}, {latest.action}) created it."
+                )
+            try:
+                return self._point_alias(session, journal, alias, target, action="rollback")
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                raise AliasStateError(
+                    f"Cannot roll back alias '{alias}' of '{name}' to version {target}: that "
+                    "version has since been deleted."
+                ) from e
+
+        return self._alias_write(name, write)
+
+    def delete_model_version(self, name, version):
+        """Delete a version as stock MLflow does; the aliases it held are journaled as
+        ``delete`` events in the same transaction."""
+        version = _validate_model_version(version)
+
+        def write(session, journal: Journal) -> None:
+            updated_time = get_current_time_millis()
+            sql_model_version = self._get_sql_model_version(session, name, version)
+            sql_registered_model = sql_model_version.registered_model
+            sql_registered_model.last_updated_time = updated_time
+            held = [a for a in sql_registered_model.registered_model_aliases if a.version == version]
+            self._refuse_if_protected(session, name, held, f"delete version {version}")
+            for alias in held:
+                journal.append(alias.alias, "delete", alias.version, None)
+                session.delete(alias)
+            # From here on, exactly stock's redaction of a deleted version.
+            sql_model_version.current_stage = "Deleted_Internal"
+            sql_model_version.last_updated_time = updated_time
+            sql_model_version.description = None
+            sql_model_version.user_id = None
+            sql_model_version.source = "REDACTED-SOURCE-PATH"
+            sql_model_version.run_id = "REDACTED-RUN-ID"
+            sql_model_version.run_link = "REDACTED-RUN-LINK"
+            sql_model_version.status_message = None
+            session.add_all([sql_registered_model, sql_model_version])
+
+        self._alias_write(name, write)
+
+    def delete_registered_model(self, name):
+        """Delete a model (or prompt) as stock MLflow does, journaling its aliases' removal.
+        The journal itself is kept: the history of a deleted prompt stays readable."""
+
+        def write(session, journal: Journal) -> None:
+            sql_registered_model = self._get_registered_model(session, name)
+            aliases = sql_registered_model.registered_model_aliases
+            self._refuse_if_protected(session, name, aliases, f"delete '{name}'")
+            for alias in aliases:
+                journal.append(alias.alias, "delete", alias.version, None)
+            session.delete(sql_registered_model)
+
+        self._alias_write(name, write)
+
+    def rename_registered_model(self, name, new_name):
+        """Rename as stock MLflow does; the journal follows the model to its new name."""
+        _validate_model_renaming(new_name)
+
+        def write(session, journal: Journal):
+            sql_registered_model = self._get_registered_model(session, name)
+            try:
+                updated_time = get_current_time_millis()
+                sql_registered_model.name = new_name
+                for sql_model_version in sql_registered_model.model_versions:
+                    sql_model_version.name = new_name
+                    sql_model_version.last_updated_time = updated_time
+                sql_registered_model.last_updated_time = updated_time
+                session.add_all([sql_registered_model] + sql_registered_model.model_versions)
+                session.flush()
+            except sqlalchemy.exc.IntegrityError as e:
+                raise MlflowException(
+                    f"Registered Model (name={new_name}) already exists. Error: {e}",
+                    RESOURCE_ALREADY_EXISTS,
+                )
+            # A deleted model may have left history under the new name: ours continues it.
+            offset = (
+                session
+                .query(func.max(SqlAliasEvent.sequence))
+                .filter(SqlAliasEvent.name == new_name)
+                .scalar()
+            ) or 0
+            session.query(SqlAliasEvent).filter(SqlAliasEvent.name == name).update(
+                {
+                    SqlAliasEvent.name: new_name,
+                    SqlAliasEvent.sequence: SqlAliasEvent.sequence + offset,
+                },
+                synchronize_session=False,
+            )
+            return sql_registered_model.to_mlflow_entity()
+
+        return self._alias_write(name, write)
+

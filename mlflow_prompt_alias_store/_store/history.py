@@ -1,0 +1,159 @@
+"""Journal reads: history a page at a time, point-in-time lookup and current assignments.
+Reads use the store's read-only sessions and never write."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.store.entities.paged_list import PagedList
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+)
+from mlflow.utils.validation import _validate_model_alias_name, _validate_model_name
+
+from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
+from mlflow_prompt_alias_store._store.journal import to_entity
+from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+
+HISTORY_MAX_RESULTS_LIMIT = 1000
+
+
+def _encode_page_token(before_sequence: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"before": before_sequence}).encode()).decode()
+
+
+def _decode_page_token(token: str) -> int:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    except Exception:
+        pass
+    raise MlflowException(f"Invalid page token: {token!r}.", INVALID_PARAMETER_VALUE)
+
+
+class JournalReadsMixin:
+    """``get_alias_history``, ``resolve_alias_at`` and ``list_aliases``."""
+
+    def _require_known_name(self, session, name: str) -> None:
+        """``RESOURCE_DOES_NOT_EXIST`` unless ``name`` is a model or has journal history."""
+        exists = (
+            self._get_query(session, SqlRegisteredModel)
+            .filter(SqlRegisteredModel.name == name)
+            .with_entities(SqlRegisteredModel.name)
+            .first()
+        )
+        if exists is None and (
+            session.query(SqlAliasEvent.id).filter(SqlAliasEvent.name == name).first() is None
+        ):
+            raise MlflowException(
+                f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST
+            )
+
+    def resolve_alias_at(self, name: str, alias: str, timestamp_ms: int) -> int | None:
+        """The version ``alias`` pointed to at ``timestamp_ms``, from the journal: ``None``
+        before its first event or while it was deleted.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad name, alias or time;
+                ``RESOURCE_DOES_NOT_EXIST`` for a name with neither a model nor history.
+        """
+        _validate_model_name(name)
+        _validate_model_alias_name(alias)
+        if (
+            not isinstance(timestamp_ms, int)
+            or isinstance(timestamp_ms, bool)
+            or timestamp_ms < 0
+        ):
+            raise MlflowException(
+                f"timestamp_ms must be a non-negative integer (milliseconds since the epoch), "
+                f"got {timestamp_ms!r}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        with self.ManagedSessionMaker() as session:
+            row = (
+                session
+                .query(SqlAliasEvent.to_version)
+                .filter(
+                    SqlAliasEvent.name == name,
+                    SqlAliasEvent.alias == alias,
+                    SqlAliasEvent.timestamp <= timestamp_ms,
+                )
+                .order_by(SqlAliasEvent.sequence.desc())
+                .first()
+            )
+            if row is None:
+                self._require_known_name(session, name)
+                return None
+            return row.to_version
+
+    def list_aliases(
+        self, name: str | None = None, alias: str | None = None
+    ) -> list[AliasAssignment]:
+        """Current alias assignments, by name then alias; filter by prompt and/or alias name
+        (e.g. every prompt's ``production`` version in one call)."""
+        if name is not None:
+            _validate_model_name(name)
+        if alias is not None:
+            _validate_model_alias_name(alias)
+        with self.ManagedSessionMaker() as session:
+            query = self._get_query(session, SqlRegisteredModelAlias)
+            if name is not None:
+                query = query.filter(SqlRegisteredModelAlias.name == name)
+            if alias is not None:
+                query = query.filter(SqlRegisteredModelAlias.alias == alias)
+            rows = query.order_by(SqlRegisteredModelAlias.name, SqlRegisteredModelAlias.alias)
+            return [AliasAssignment(r.name, r.alias, r.version) for r in rows]
+
+    def get_alias_history(
+        self,
+        name: str,
+        alias: str | None = None,
+        max_results: int = 100,
+        page_token: str | None = None,
+    ) -> PagedList[AliasEvent]:
+        """The journal of ``name``'s aliases (or of one alias), newest first, a page at a time.
+
+        Args:
+            name: Prompt (registered model) name; a deleted prompt's history stays readable.
+            alias: Only this alias's events, if given.
+            max_results: Page size, 1 to 1000.
+            page_token: ``token`` of the previous page, to continue from there.
+
+        Returns:
+            A ``PagedList`` of :class:`AliasEvent`; its ``token`` is ``None`` on the last page.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad name, alias, page size or
+                token; ``RESOURCE_DOES_NOT_EXIST`` if ``name`` has neither a model nor history.
+        """
+        _validate_model_name(name)
+        if alias is not None:
+            _validate_model_alias_name(alias)
+        if (
+            not isinstance(max_results, int)
+            or isinstance(max_results, bool)
+            or not 1 <= max_results <= HISTORY_MAX_RESULTS_LIMIT
+        ):
+            raise MlflowException(
+                f"max_results must be an integer from 1 to {HISTORY_MAX_RESULTS_LIMIT}, "
+                f"got {max_results!r}.",
+                INVALID_PARAMETER_VALUE,
+            )
+        before = _decode_page_token(page_token) if page_token else None
+        with self.ManagedSessionMaker() as session:
+            query = session.query(SqlAliasEvent).filter(SqlAliasEvent.name == name)
+            if alias is not None:
+                query = query.filter(SqlAliasEvent.alias == alias)
+            if before is not None:
+                query = query.filter(SqlAliasEvent.sequence < before)
+            rows = query.order_by(SqlAliasEvent.sequence.desc()).limit(max_results + 1).all()
+            if not rows and before is None:
+                self._require_known_name(session, name)
+            events = [to_entity(row) for row in rows[:max_results]]
+        token = _encode_page_token(events[-1].sequence) if len(rows) > max_results else None
+        return PagedList(events, token)

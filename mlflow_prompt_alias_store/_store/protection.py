@@ -1,0 +1,103 @@
+"""Protected aliases: registry-wide alias names that can be moved but never removed."""
+
+from __future__ import annotations
+
+import sqlalchemy
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
+from mlflow.utils.time import get_current_time_millis
+from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
+
+from mlflow_prompt_alias_store._entities import ProtectedAlias, ProtectionEvent
+from mlflow_prompt_alias_store._errors import AliasStateError
+from mlflow_prompt_alias_store._store.journal import current_actor
+from mlflow_prompt_alias_store._store.models import SqlProtectedAlias, SqlProtectionEvent
+
+
+class ProtectionMixin:
+    """Protect, unprotect and list protected aliases; refuse removals of protected ones."""
+
+    @staticmethod
+    def _refuse_if_protected(session, name: str, aliases, what: str) -> None:
+        """``INVALID_STATE`` if removing any of these alias rows would drop a protected alias."""
+        names = [a.alias for a in aliases]
+        if not names:
+            return
+        protected = (
+            session
+            .query(SqlProtectedAlias.alias)
+            .filter(SqlProtectedAlias.alias.in_(names))
+            .order_by(SqlProtectedAlias.alias)
+            .first()
+        )
+        if protected is not None:
+            alias = next(a for a in aliases if a.alias == protected.alias)
+            raise AliasStateError(
+                f"Cannot {what}: alias '{alias.alias}' of '{name}' (version {alias.version}) "
+                f"is protected. Protected aliases can be moved but not removed; to remove it, "
+                f"first run `mlflow-prompt-alias unprotect {alias.alias}` or "
+                f"PromptAliasClient().unprotect_alias('{alias.alias}')."
+            )
+
+    def protect_alias(self, alias: str) -> ProtectedAlias:
+        """Protect the alias name registry-wide: it can still be moved, never deleted (nor
+        the version or prompt it points to). Protecting a protected alias changes nothing."""
+        _validate_model_alias_name(alias)
+        _validate_model_alias_name_reserved(alias)
+        for _ in range(2):  # a concurrent protect of the same name may win the insert
+            try:
+                with self.ManagedSessionMaker(read_only=False) as session:
+                    existing = session.get(SqlProtectedAlias, alias)
+                    if existing is not None:
+                        return ProtectedAlias(existing.alias, existing.actor, existing.timestamp)
+                    actor, now = current_actor(), get_current_time_millis()
+                    session.add(SqlProtectedAlias(alias=alias, actor=actor, timestamp=now))
+                    session.add(
+                        SqlProtectionEvent(alias=alias, action="protect", actor=actor, timestamp=now)
+                    )
+                    session.flush()
+                    return ProtectedAlias(alias, actor, now)
+            except MlflowException as e:
+                if not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+                    raise
+        raise AssertionError("unreachable: the second attempt sees the winner's row")
+
+    def unprotect_alias(self, alias: str) -> None:
+        """Lift the protection of an alias name.
+
+        Raises:
+            MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
+        """
+        _validate_model_alias_name(alias)
+        with self.ManagedSessionMaker(read_only=False) as session:
+            existing = session.get(SqlProtectedAlias, alias, with_for_update=True)
+            if existing is None:
+                raise MlflowException(
+                    f"Alias '{alias}' is not protected.", RESOURCE_DOES_NOT_EXIST
+                )
+            session.delete(existing)
+            session.add(
+                SqlProtectionEvent(
+                    alias=alias, action="unprotect", actor=current_actor(),
+                    timestamp=get_current_time_millis(),
+                )
+            )  # fmt: skip
+
+    def list_protected_aliases(self) -> list[ProtectedAlias]:
+        """Every protected alias name, alphabetically, with who protected it and when."""
+        with self.ManagedSessionMaker() as session:
+            rows = session.query(SqlProtectedAlias).order_by(SqlProtectedAlias.alias).all()
+            return [ProtectedAlias(r.alias, r.actor, r.timestamp) for r in rows]
+
+    def get_protection_history(self, alias: str | None = None) -> list[ProtectionEvent]:
+        """Every protect and unprotect (of one alias name, if given), newest first."""
+        if alias is not None:
+            _validate_model_alias_name(alias)
+        with self.ManagedSessionMaker() as session:
+            query = session.query(SqlProtectionEvent)
+            if alias is not None:
+                query = query.filter(SqlProtectionEvent.alias == alias)
+            rows = query.order_by(SqlProtectionEvent.id.desc()).all()
+            return [ProtectionEvent(r.alias, r.action, r.actor, r.timestamp) for r in rows]
+

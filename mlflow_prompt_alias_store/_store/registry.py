@@ -1,0 +1,78 @@
+"""The registry store behind ``prompt-alias+…`` URIs.
+
+A subclass of MLflow's registry ``SqlAlchemyStore``: every alias write (and every write
+that removes aliases: deleting a version or a model, renaming a model) runs in one
+transaction that holds the prompt's lock and appends its journal events. Everything it
+does not override is MLflow's own code on MLflow's own tables.
+
+The class is assembled from one mixin per concern, each in its own module:
+
+======================  =====================  ===============================================
+mixin                   module                 what it does
+======================  =====================  ===============================================
+AliasTransactionsMixin  ``transactions.py``    write machinery: lock, transaction, retry
+AliasWritesMixin        ``alias_writes.py``    set/move/delete, compare-and-set, rollback,
+                                               version/prompt deletes and renames
+ProtectionMixin         ``protection.py``      protected aliases
+AdoptionMixin           ``adoption.py``        baselines for aliases the journal lacks
+JournalReadsMixin       ``history.py``         history, point-in-time lookup, assignments
+FastReadsMixin          ``fast_reads.py``      one-statement resolution of ``name@alias``
+======================  =====================  ===============================================
+"""
+
+from __future__ import annotations
+
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+from mlflow_prompt_alias_store._store.adoption import AdoptionMixin
+from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
+from mlflow_prompt_alias_store._store.fast_reads import FastReadsMixin
+from mlflow_prompt_alias_store._store.history import JournalReadsMixin
+from mlflow_prompt_alias_store._store.migrate import upgrade_db
+from mlflow_prompt_alias_store._store.protection import ProtectionMixin
+from mlflow_prompt_alias_store._store.transactions import AliasTransactionsMixin
+from mlflow_prompt_alias_store._uri import inner_db_uri, parse_store_uri, require_driver
+
+
+class PromptAliasRegistryStore(
+    AliasWritesMixin,
+    ProtectionMixin,
+    AdoptionMixin,
+    JournalReadsMixin,
+    AliasTransactionsMixin,
+    FastReadsMixin,
+    SqlAlchemyStore,
+):
+    """MLflow's SQLAlchemy registry store, with journaled, race-free alias management.
+
+    Args:
+        store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI; the inner URL is what MLflow's
+            store connects to.
+        tracking_uri: Accepted because MLflow's registry passes it; unused.
+        read_db_uri: Optional read-replica URL (with or without the ``prompt-alias+``
+            prefix), routed as MLflow's own store routes it.
+
+    Raises:
+        MlflowException: ``INVALID_PARAMETER_VALUE`` for a URI that is not a valid
+            ``prompt-alias+`` URI.
+
+    Example:
+        >>> store = PromptAliasRegistryStore("prompt-alias+sqlite:///mlflow.db")
+        >>> store.db_uri
+        'sqlite:///mlflow.db'
+    """
+
+    def __init__(
+        self,
+        store_uri: str,
+        tracking_uri: str | None = None,
+        read_db_uri: str | None = None,
+    ) -> None:
+        parsed = parse_store_uri(store_uri)
+        require_driver(parsed)
+        self.store_uri = parsed.uri
+        # MLflow creates or upgrades its own tables here; ours follow.
+        super().__init__(parsed.db_uri, read_db_uri=inner_db_uri(read_db_uri))
+        upgrade_db(self.engine)
+        self._record_baselines()
+
