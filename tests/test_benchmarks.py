@@ -19,7 +19,7 @@ def _run(module: str, *args: str) -> str:
     # `python -m` would put the checkout first on sys.path and benchmark its sources; the
     # checkout goes last instead, so `benchmarks` is found there and the package under test
     # is the installed one, as in every other test.
-    code = f"import runpy, sys; sys.path.append({str(ROOT)!r}); runpy.run_module({module!r}, run_name='__main__')"
+    code = f"import runpy, sys; sys.path.append({str(ROOT)!r}); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
     result = subprocess.run([sys.executable, "-P", "-c", code, "--quick", *args], cwd=ROOT,
                             capture_output=True, text=True, timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
