@@ -17,8 +17,8 @@ PROMPT_TABLES = (
     "registered_model_tags",
     "model_versions",
     "model_version_tags",
+    # The journal's triggers append each copied alias's event, as for any other writer.
     "registered_model_aliases",
-    "prompt_alias_events",
 )
 
 
@@ -29,7 +29,8 @@ def name_of(i: int) -> str:
 def build_registry(plugin_uri: str, size: int) -> None:
     """``size`` prompts, each with two versions, ``production`` on version 2 and its
     journal event. Prompt 0 goes through ``mlflow.genai`` (so its rows are exactly what MLflow
-    writes); the others are copies of its rows with the name replaced, in one transaction."""
+    writes); the others are copies of its rows with the name replaced, in one transaction
+    (the journal's triggers record each copied alias)."""
     import mlflow
     import mlflow.genai
 
@@ -50,11 +51,23 @@ def build_registry(plugin_uri: str, size: int) -> None:
             for i in range(1, size):
                 for row in rows:
                     copy = {**row, "name": name_of(i)}
-                    copy.pop("id", None)  # autoincrement key of the journal
                     copies.append(copy)
             for start in range(0, len(copies), 5000):
                 conn.execute(table.insert(), copies[start : start + 5000])
     engine.dispose()
+
+
+def make_stock(url: str) -> str:
+    """Turn a copy of the plugin's registry into a stock MLflow database (no triggers, no
+    tables of the package), so stock is measured as users run it. Returns ``url``."""
+    from mlflow_prompt_alias_store._store.migrate import remove_all
+
+    engine = sqlalchemy.create_engine(url)
+    try:
+        remove_all(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 class PostgresCopies:
@@ -77,7 +90,8 @@ class PostgresCopies:
         seed = f"bench_{uuid.uuid4().hex[:8]}"
         build_registry("prompt-alias+" + self._create(seed), size)
         reset_mlflow()
-        return [self._create(f"{seed}_{label}", template=seed) for label in labels]
+        urls = [self._create(f"{seed}_{label}", template=seed) for label in labels]
+        return [make_stock(u) if label == "stock" else u for label, u in zip(labels, urls)]
 
     def __enter__(self) -> PostgresCopies:
         return self

@@ -30,6 +30,7 @@ import requests
 from benchmarks._common import (
     PostgresCopies,
     build_registry,
+    make_stock,
     median_p95,
     name_of,
     print_table,
@@ -261,7 +262,7 @@ def main() -> None:
         shutil.copy(workdir / "seed.db", workdir / "stock.db")
         shutil.copy(workdir / "seed.db", workdir / "plugin.db")
         measure("sqlite", {
-            "stock": (f"sqlite:///{workdir / 'stock.db'}",),
+            "stock": (make_stock(f"sqlite:///{workdir / 'stock.db'}"),),
             "plugin": (f"prompt-alias+sqlite:///{workdir / 'plugin.db'}", "--app-name", "prompt-alias"),
         }, args, seconds, workdir)  # fmt: skip
         if args.postgres_url:

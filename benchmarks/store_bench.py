@@ -21,6 +21,7 @@ import sqlalchemy
 from benchmarks._common import (
     PostgresCopies,
     build_registry,
+    make_stock,
     median_p95,
     name_of,
     print_table,
@@ -117,7 +118,8 @@ def main() -> None:
         reset_mlflow()
         for copy in ("stock", "plugin"):
             shutil.copy(seed, workdir / f"{copy}-{size}.db")
-        return f"sqlite:///{workdir}/stock-{size}.db", f"prompt-alias+sqlite:///{workdir}/plugin-{size}.db"
+        stock = make_stock(f"sqlite:///{workdir}/stock-{size}.db")
+        return stock, f"prompt-alias+sqlite:///{workdir}/plugin-{size}.db"
 
     try:
         run("sqlite", sqlite_pair, sizes, repeat)

@@ -114,6 +114,39 @@ def db_upgrade(url: str) -> None:
     _run(upgrade)
 
 
+@db.command("remove")
+@click.argument("url")
+@click.option("--yes", is_flag=True, help="Remove without asking.")
+def db_remove(url: str, yes: bool) -> None:
+    """Remove this package from the database at URL: the journal's triggers, its tables
+    (the alias journal and the protection records) and its version table.
+
+    MLflow's own tables, and every alias in them, stay as they are. Opening the database
+    with a prompt-alias+ URI again adopts it anew (one baseline event per alias).
+    """
+
+    def remove() -> None:
+        import mlflow.store.db.utils as db_utils
+
+        from mlflow_prompt_alias_store._store.migrate import remove_all
+        from mlflow_prompt_alias_store._uri import parse_store_uri
+
+        parsed = parse_store_uri(url)
+        engine = db_utils.create_sqlalchemy_engine_with_retry(parsed.db_uri)
+        try:
+            remove_all(engine)
+        finally:
+            engine.dispose()
+        click.echo(f"Removed prompt-alias triggers and tables from {redact(url)}")
+
+    if not yes:
+        click.confirm(
+            f"Remove the alias journal, protected aliases and triggers from {redact(url)}?",
+            abort=True,
+        )
+    _run(remove)
+
+
 @cli.command()
 @click.argument("name")
 @click.option("--alias", default=None, help="Only this alias's events.")

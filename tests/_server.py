@@ -53,8 +53,8 @@ def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: i
             try:
                 if requests.get(f"{url}/health", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or too busy starting to answer in time
             if time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}")
             time.sleep(0.3)

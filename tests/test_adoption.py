@@ -98,23 +98,26 @@ def test_adopting_a_stock_mariadb_database(mysql_databases):
     _adopt_and_check(mysql_databases.url(mysql_databases.create()))
 
 
-def test_changes_made_by_stock_mlflow_meanwhile_are_recorded_as_baselines(tmp_path):
+def test_changes_made_by_stock_mlflow_after_adoption_are_journaled_as_they_happen(tmp_path):
     stock_uri = f"sqlite:///{tmp_path / 'shared.db'}"
     plugin_uri = "prompt-alias+" + stock_uri
     _populate_with_stock_mlflow(stock_uri)
     PromptAliasRegistryStore(plugin_uri)
     _reset_mlflow_caches()
-    # A stock MLflow writer moves one alias and deletes another behind the journal's back.
+    # A stock MLflow writer moves one alias and deletes another: the triggers journal both
+    # in its own transactions, with the database's clock and a not-via-plugin actor.
     mlflow.set_tracking_uri(stock_uri)
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
     mlflow.genai.delete_prompt_alias(name="qa", alias="staging")
     _reset_mlflow_caches()
-    PromptAliasRegistryStore(plugin_uri)
     history = PromptAliasClient(plugin_uri).get_alias_history("qa")
     assert [(e.alias, e.action, e.from_version, e.to_version, e.sequence) for e in history][:2] == [
-        ("staging", "baseline", 2, None, 4),
-        ("production", "baseline", 1, 2, 3),
+        ("staging", "delete", 2, None, 4),
+        ("production", "move", 1, 2, 3),
     ]
+    assert history[0].actor == history[1].actor == "sqlite (not via prompt-alias)"
+    PromptAliasRegistryStore(plugin_uri)  # reopening finds nothing to explain
+    assert len(PromptAliasClient(plugin_uri).get_alias_history("qa")) == len(history)
     check_journal(plugin_uri)
 
 

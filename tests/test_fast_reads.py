@@ -173,10 +173,11 @@ def test_client_statement_counts(sqlite_uri):
     statements.clear()
     mlflow.genai.set_prompt_alias(name="text", alias="production", version=3)
     # The client's version check (1), then the journaled write: 3 PRAGMAs MLflow's session
-    # opens with, BEGIN IMMEDIATE, version, alias, journal tail, update, event insert. Stock: 21-25.
+    # opens with, BEGIN IMMEDIATE, version, alias, write context in, update (the trigger
+    # appends the event), write context out. Stock: 21-25.
     assert len(statements) == 10, statements
     statements.clear()
     mlflow.genai.delete_prompt_alias(name="text", alias="production")
-    # 3 PRAGMAs, BEGIN IMMEDIATE, alias, protection check, journal tail, delete, event insert.
-    # Stock: 6 (it keeps no journal and takes no lock).
-    assert len(statements) == 9, statements
+    # 3 PRAGMAs, BEGIN IMMEDIATE, alias, write context in, delete (the triggers refuse a
+    # protected alias and append the event), write context out. Stock: 6 (no journal, no lock).
+    assert len(statements) == 8, statements

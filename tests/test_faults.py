@@ -16,28 +16,29 @@ import mlflow
 import mlflow.genai
 from mlflow.exceptions import MlflowException
 
-from mlflow_prompt_alias_store._store.journal import Journal
+from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
 
 from _journal_check import check_journal, read_state
 from conftest import _reset_mlflow_caches
 
-# The child widens the window it is killed in: after appending its event, inside the open
-# transaction that already holds the prompt's lock, it announces itself and waits.
+# The child widens the window it is killed in: after its alias change (and so the trigger's
+# event) is flushed, inside the open transaction that holds the prompt's lock, it announces
+# itself and waits.
 _CHILD = textwrap.dedent(
     """
     import sys, time, warnings
     warnings.filterwarnings("ignore")
     import mlflow, mlflow.genai
-    from mlflow_prompt_alias_store._store.journal import Journal
+    from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
 
-    original = Journal.append
-    def append_then_hang(self, *args, **kwargs):
-        event = original(self, *args, **kwargs)
-        self._session.flush()
+    original = AliasWritesMixin._point_alias
+    def point_then_hang(self, session, *args, **kwargs):
+        changed = original(self, session, *args, **kwargs)
+        session.flush()
         print("IN_WRITE", flush=True)
         time.sleep(120)
-        return event
-    Journal.append = append_then_hang
+        return changed
+    AliasWritesMixin._point_alias = point_then_hang
     mlflow.set_tracking_uri(sys.argv[1])
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
     print("RETURNED", flush=True)
@@ -82,17 +83,17 @@ def test_writer_killed_mid_write(plugin_uri):
 def test_postgres_backend_terminated_mid_transaction(postgres_uri, postgres_databases, mocker):
     _prepare(postgres_uri)
     admin = postgres_databases.admin
-    original = Journal.append
+    original = AliasWritesMixin._point_alias
 
-    def append_then_lose_connection(self, *args, **kwargs):
-        event = original(self, *args, **kwargs)
-        self._session.flush()
-        pid = self._session.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
+    def point_then_lose_connection(self, session, *args, **kwargs):
+        changed = original(self, session, *args, **kwargs)
+        session.flush()  # the alias row and the trigger's event, not yet committed
+        pid = session.execute(sqlalchemy.text("SELECT pg_backend_pid()")).scalar()
         with admin.connect() as conn:
             assert conn.execute(sqlalchemy.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
-        return event
+        return changed
 
-    mocker.patch.object(Journal, "append", append_then_lose_connection)
+    mocker.patch.object(AliasWritesMixin, "_point_alias", point_then_lose_connection)
     with pytest.raises(MlflowException) as e:
         mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
     # MLflow's own translation of a lost connection; not retried, not reported as success.

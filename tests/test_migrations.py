@@ -22,7 +22,10 @@ from _oracle import db_snapshot
 
 DATA = Path(__file__).parent / "data"
 # One small database per released revision, made by the code of that release.
-RELEASED = {"0001_alias_events": DATA / "schema_0001_alias_events.db"}
+RELEASED = {
+    "0001_alias_events": DATA / "schema_0001_alias_events.db",
+    "0002_protected_aliases": DATA / "schema_0002_protected_aliases.db",  # production protected
+}
 
 
 @pytest.mark.parametrize("revision", sorted(RELEASED))
@@ -44,7 +47,7 @@ def test_released_schema_upgrades_and_works(revision, tmp_path):
     history = client.get_alias_history("qa_prompt")
     assert [(e.alias, e.action) for e in history] == [
         ("staging", "delete"), ("staging", "set"), ("production", "move"), ("production", "set")]
-    assert history[0].actor == "release-0001"
+    assert history[0].actor == f"release-{revision[:4]}"
     assert client.rollback_alias("qa_prompt", "production").to_version == 1
     client.protect_alias("production")
     mlflow.set_tracking_uri(uri)
@@ -52,6 +55,14 @@ def test_released_schema_upgrades_and_works(revision, tmp_path):
         mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
     assert client.set_alias_if("qa_prompt", "production", 3, 1).to_version == 3
     assert client.resolve_alias_at("qa_prompt", "staging", history[1].timestamp) == 3
+    # The upgraded database journals writers that are not this package, too.
+    stock = mlflow.MlflowClient(tracking_uri=uri.removeprefix("prompt-alias+"))
+    stock.set_prompt_alias("qa_prompt", "production", 2)
+    latest = client.get_alias_history("qa_prompt", max_results=1)[0]
+    assert (latest.action, latest.from_version, latest.to_version) == ("move", 3, 2)
+    assert latest.sequence == len(before["prompt_alias_events"]) + 3
+    with pytest.raises(mlflow.exceptions.MlflowException, match="is protected"):
+        stock.delete_prompt_alias("qa_prompt", "production")
     check_journal(uri)
 
 
@@ -73,4 +84,5 @@ def test_both_version_tables_coexist(sqlite_uri):
     tables = set(sqlalchemy.inspect(sqlalchemy.create_engine(sqlite_uri[13:])).get_table_names())
     assert {"alembic_version", VERSION_TABLE} <= tables
     assert {t for t in tables if t.startswith("prompt_alias_")} == {
-        "prompt_alias_events", "prompt_alias_protected", "prompt_alias_protection_events"}  # fmt: skip
+        "prompt_alias_events", "prompt_alias_protected", "prompt_alias_protection_events",
+        "prompt_alias_context", "prompt_alias_sequences"}  # fmt: skip

@@ -16,8 +16,9 @@ class AdoptionMixin:
 
     def _record_baselines(self) -> None:
         """Record a ``baseline`` event for every alias whose state the journal does not
-        explain: every alias of a stock MLflow database on first open, and afterwards any
-        change made behind the journal's back (e.g. by a stock MLflow writer)."""
+        explain: every alias of a stock MLflow database when the triggers are first installed,
+        and any change made while they were missing (e.g. after an MLflow migration rebuilt
+        the alias table). Runs only after ``upgrade_db`` changed something."""
         for name, alias in self._unexplained_aliases():
 
             def write(session, journal: Journal, alias=alias) -> None:

@@ -5,7 +5,7 @@ remove or rename aliases as a side effect (deleting a version or a prompt, renam
 from __future__ import annotations
 
 import sqlalchemy
-from sqlalchemy import func
+from sqlalchemy import select
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
@@ -14,7 +14,8 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
 )
-from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias
+from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
+from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlRegisteredModelAlias
 from mlflow.utils.time import get_current_time_millis
 from mlflow.utils.validation import (
     _validate_model_alias_name,
@@ -41,26 +42,51 @@ class AliasWritesMixin:
         _validate_model_alias_name_reserved(alias)
         return _validate_model_version(version)
 
-    def _point_alias(
-        self, session, journal: Journal, alias: str, version: int, action: str | None = None
-    ) -> AliasEvent | None:
-        """Point ``alias`` at an existing ``version``, journaling the change (``set``/``move``
-        unless ``action`` says otherwise). ``None`` when it already points there."""
+    def _locked_alias(self, session, name: str, alias: str) -> int | None:
+        """The alias's version, its row locked (PostgreSQL/MySQL): a stock writer, which does
+        not take the prompt's lock, may change or delete it until then. On MySQL this is also
+        a read of the latest committed row, not of the transaction's snapshot."""
+        aliases = SqlRegisteredModelAlias.__table__
+        return session.connection().execute(
+            select(aliases.c.version)
+            .where(aliases.c.name == name, aliases.c.alias == alias)
+            .with_for_update()
+        ).scalar()
+
+    def _point_alias(self, session, journal: Journal, alias: str, version: int) -> bool:
+        """Point ``alias`` at an existing ``version`` (the triggers journal it); False when
+        it already points there (and then nothing is written).
+
+        Core statements on the session's connection: with the lock and the commit, this is
+        the whole write, and the ORM's per-statement cost was most of what it took.
+        """
         name = journal.name
-        sql_model_version = self._get_sql_model_version(session, name, version)
-        existing = self._get_registered_model_alias(session, name, alias)
-        if existing is None:
-            session.add(
-                SqlRegisteredModelAlias(
-                    workspace=sql_model_version.workspace, name=name, alias=alias, version=version
-                )
+        connection = session.connection()
+        versions, aliases = SqlModelVersion.__table__, SqlRegisteredModelAlias.__table__
+        workspace = connection.execute(
+            select(versions.c.workspace).where(
+                versions.c.name == name,
+                versions.c.version == version,
+                versions.c.current_stage != STAGE_DELETED_INTERNAL,
             )
-            return journal.append(alias, action or "set", None, version)
-        if existing.version != version:
-            event = journal.append(alias, action or "move", existing.version, version)
-            existing.version = version
-            return event
-        return None
+        ).scalar()
+        if workspace is None:
+            self._get_sql_model_version(session, name, version)  # stock's error
+        existing = self._locked_alias(session, name, alias)
+        if existing == version:
+            return False
+        journal.open()
+        if existing is None:
+            connection.execute(
+                aliases.insert().values(workspace=workspace, name=name, alias=alias, version=version)
+            )
+        else:
+            connection.execute(
+                aliases.update()
+                .where(aliases.c.name == name, aliases.c.alias == alias)
+                .values(version=version)
+            )
+        return True
 
     def set_registered_model_alias(self, name, alias, version):
         """Point ``alias`` at ``version`` and journal it (``set`` or ``move``); a no-op, with
@@ -70,21 +96,39 @@ class AliasWritesMixin:
             session, journal, alias, version))  # fmt: skip
 
     def delete_registered_model_alias(self, name, alias):
-        """Remove ``alias`` and journal a ``delete``; deleting a missing alias is a no-op.
-        A protected alias is refused with ``INVALID_STATE``."""
+        """Remove ``alias`` (the triggers journal a ``delete``); deleting a missing alias is a
+        no-op. A protected alias is refused with ``INVALID_STATE``.
+
+        No prompt lock: the alias row's own lock orders it against other writers (on
+        PostgreSQL it is one DELETE), and the database refuses a protected alias (this store
+        then says so in the words of its other refusals).
+        """
         _validate_model_name(name)
         _validate_model_alias_name(alias)
 
-        def write(session, journal: Journal) -> None:
-            existing = self._get_registered_model_alias(session, name, alias)
-            if existing is None:
-                self._get_registered_model(session, name)  # stock's error for a missing model
-                return
-            self._refuse_if_protected(session, name, [existing], "delete alias")
-            journal.append(alias, "delete", existing.version, None)
-            session.delete(existing)
+        aliases = SqlRegisteredModelAlias.__table__
+        where = (aliases.c.name == name) & (aliases.c.alias == alias)
 
-        self._alias_write(name, write)
+        def write(session, journal: Journal) -> None:
+            # Core statements on the session's connection: this is the whole write, and the
+            # ORM's per-statement cost is most of what stock's delete costs.
+            connection = session.connection()
+            if journal.opening_writes:
+                if self._locked_alias(session, name, alias) is None:
+                    self._get_registered_model(session, name)  # stock's error for a missing model
+                    return  # nothing to delete: the transaction stays read-only
+            journal.open()
+            if not connection.execute(aliases.delete().where(where)).rowcount:
+                self._get_registered_model(session, name)
+
+        try:
+            self._alias_write(name, write, lock=False)
+        except AliasStateError:
+            with self.ManagedSessionMaker() as session:
+                row = self._get_registered_model_alias(session, name, alias)
+                if row is not None:
+                    self._refuse_if_protected(session, name, [row], "delete alias")
+            raise
 
     # ------------------------------------------------------------------ beyond stock
 
@@ -113,8 +157,7 @@ class AliasWritesMixin:
 
         def write(session, journal: Journal) -> AliasEvent | None:
             self._get_sql_model_version(session, name, version)
-            existing = self._get_registered_model_alias(session, name, alias)
-            actual = existing.version if existing is not None else None
+            actual = self._locked_alias(session, name, alias)
             if actual != expected_version:
                 where = "does not exist" if actual is None else f"points to version {actual}"
                 wanted = (
@@ -126,7 +169,7 @@ class AliasWritesMixin:
                     "Nothing was changed.",
                     ABORTED,
                 )
-            return self._point_alias(session, journal, alias, version)
+            return journal.latest() if self._point_alias(session, journal, alias, version) else None
 
         return self._alias_write(name, write)
 
@@ -163,7 +206,8 @@ class AliasWritesMixin:
                     f"'{name}' (#{latest.sequence}, {latest.action}) created it."
                 )
             try:
-                return self._point_alias(session, journal, alias, target, action="rollback")
+                self._point_alias(session, journal, alias, target)
+                return journal.latest()
             except MlflowException as e:
                 if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
@@ -172,22 +216,22 @@ class AliasWritesMixin:
                     "version has since been deleted."
                 ) from e
 
-        return self._alias_write(name, write)
+        return self._alias_write(name, write, action="rollback")
 
     def delete_model_version(self, name, version):
-        """Delete a version as stock MLflow does; the aliases it held are journaled as
-        ``delete`` events in the same transaction."""
+        """Delete a version as stock MLflow does; the aliases it held go with it, journaled as
+        ``delete`` events in the same transaction. A protected one is refused."""
         version = _validate_model_version(version)
 
         def write(session, journal: Journal) -> None:
             updated_time = get_current_time_millis()
             sql_model_version = self._get_sql_model_version(session, name, version)
+            journal.open()
             sql_registered_model = sql_model_version.registered_model
             sql_registered_model.last_updated_time = updated_time
             held = [a for a in sql_registered_model.registered_model_aliases if a.version == version]
             self._refuse_if_protected(session, name, held, f"delete version {version}")
             for alias in held:
-                journal.append(alias.alias, "delete", alias.version, None)
                 session.delete(alias)
             # From here on, exactly stock's redaction of a deleted version.
             sql_model_version.current_stage = "Deleted_Internal"
@@ -210,18 +254,24 @@ class AliasWritesMixin:
             sql_registered_model = self._get_registered_model(session, name)
             aliases = sql_registered_model.registered_model_aliases
             self._refuse_if_protected(session, name, aliases, f"delete '{name}'")
-            for alias in aliases:
-                journal.append(alias.alias, "delete", alias.version, None)
-            session.delete(sql_registered_model)
+            journal.open()
+            session.delete(sql_registered_model)  # the aliases go with it, journaled
 
         self._alias_write(name, write)
 
     def rename_registered_model(self, name, new_name):
-        """Rename as stock MLflow does; the journal follows the model to its new name."""
+        """Rename as stock MLflow does; the journal follows the model to its new name (the
+        database's rename trigger moves it). A prompt holding a protected alias is refused
+        with ``INVALID_STATE``: renaming it would break every ``prompts:/name@alias`` URI."""
         _validate_model_renaming(new_name)
 
         def write(session, journal: Journal):
             sql_registered_model = self._get_registered_model(session, name)
+            self._refuse_if_protected(
+                session, name, sql_registered_model.registered_model_aliases,
+                f"rename '{name}' to '{new_name}'",
+            )  # fmt: skip
+            journal.open()
             try:
                 updated_time = get_current_time_millis()
                 sql_registered_model.name = new_name
@@ -236,20 +286,6 @@ class AliasWritesMixin:
                     f"Registered Model (name={new_name}) already exists. Error: {e}",
                     RESOURCE_ALREADY_EXISTS,
                 )
-            # A deleted model may have left history under the new name: ours continues it.
-            offset = (
-                session
-                .query(func.max(SqlAliasEvent.sequence))
-                .filter(SqlAliasEvent.name == new_name)
-                .scalar()
-            ) or 0
-            session.query(SqlAliasEvent).filter(SqlAliasEvent.name == name).update(
-                {
-                    SqlAliasEvent.name: new_name,
-                    SqlAliasEvent.sequence: SqlAliasEvent.sequence + offset,
-                },
-                synchronize_session=False,
-            )
             return sql_registered_model.to_mlflow_entity()
 
         return self._alias_write(name, write)

@@ -7,13 +7,14 @@ import getpass
 import os
 import sys
 
-from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm.exc import StaleDataError
 
 from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store._entities import AliasEvent
-from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+from mlflow_prompt_alias_store._store import triggers
+from mlflow_prompt_alias_store._store.models import SqlAliasEvent, SqlAliasSequence
 
 # PostgreSQL SQLSTATEs: serialization_failure, deadlock_detected, lock_not_available.
 _PG_TRANSIENT = {"40001", "40P01", "55P03"}
@@ -27,6 +28,10 @@ def is_transient(exc: BaseException | None) -> bool:
     Lost connections are deliberately *not* transient here: the outcome of the interrupted
     transaction is the caller's to learn, not ours to paper over.
     """
+    if isinstance(exc, StaleDataError):
+        # A row this transaction read changed under it (a writer that does not take the
+        # prompt's lock); running the transaction again re-reads it.
+        return True
     if isinstance(exc, IntegrityError):
         # Two writers inserting the same (name, sequence) or alias row: only possible if the
         # prompt lock was not held (e.g. a stock MLflow writer beside us); the retry re-reads.
@@ -76,39 +81,82 @@ def to_entity(row: SqlAliasEvent) -> AliasEvent:
 
 
 class Journal:
-    """Appends events for one prompt inside a write transaction that holds its lock."""
+    """One prompt's journal, inside a write transaction that holds the prompt's lock.
 
-    def __init__(self, session, name: str):
+    The database's triggers append the event of every alias-row change; this object carries
+    what they record of a write through this store (``actor``, ``timestamp``: this process's
+    clock, the same for every event of the transaction), reads back what they appended, and
+    appends the one kind of event no alias-row change makes (``baseline``).
+    """
+
+    def __init__(self, session, name: str, dialect: str, action: str | None = None):
         self._session = session
         self.name = name
-        self._sequence: int | None = None  # read on the first append: a no-op reads nothing
-        self._timestamp = 0
-        self._actor = current_actor()
+        self.actor = current_actor()
+        self.timestamp = get_current_time_millis()
+        self._dialect = dialect
+        self._action = action
+        self._close = None
+        self._opened = False
+
+    @property
+    def opening_writes(self) -> bool:
+        """Whether opening the write context writes a row (SQLite, MySQL): a write that may
+        turn out to change nothing should look before it opens, so a no-op stays read-only."""
+        return self._dialect != "postgresql"
+
+    def open(self) -> None:
+        """Tell the triggers who is writing, before the first alias-row change (once)."""
+        if self._opened:
+            return
+        statement, params, self._close = triggers.context_statements(
+            self._dialect, self.actor, self._action, self.timestamp
+        )
+        self._session.execute(statement, params)
+        self._opened = True
+
+    def close(self) -> None:
+        """Before commit: remove the context row, after the triggers have run."""
+        if self._close is not None:
+            self._session.flush()
+            self._session.execute(self._close)
+            self._close = None
+
+    def latest(self) -> AliasEvent:
+        """The prompt's newest event (the one the triggers appended for this write)."""
+        self._session.flush()
+        row = (
+            self._session
+            .query(SqlAliasEvent)
+            .filter(SqlAliasEvent.name == self.name)
+            .order_by(SqlAliasEvent.sequence.desc())
+            .first()
+        )
+        return to_entity(row)
 
     def append(
         self, alias: str, action: str, from_version: int | None, to_version: int | None
     ) -> AliasEvent:
-        if self._sequence is None:
-            last_sequence, last_timestamp = (
-                self._session
-                .query(func.max(SqlAliasEvent.sequence), func.max(SqlAliasEvent.timestamp))
-                .filter(SqlAliasEvent.name == self.name)
-                .one()
-            )
-            self._sequence, self._timestamp = last_sequence or 0, last_timestamp or 0
-        self._sequence += 1
-        # Never earlier than the previous event, so time order and sequence order agree even
-        # when writers on different machines have slightly different clocks.
-        self._timestamp = max(get_current_time_millis(), self._timestamp)
+        """Append an event that no alias-row change explains (``baseline``), numbered from
+        the prompt's counter as the triggers number theirs."""
+        counter = self._session.get(SqlAliasSequence, self.name, with_for_update=True)
+        if counter is None:
+            counter = SqlAliasSequence(name=self.name, sequence=0, timestamp=0)
+            self._session.add(counter)
+        counter.sequence += 1
+        # Never earlier than the previous event, so time order and sequence order agree
+        # even when writers on different machines have slightly different clocks.
+        counter.timestamp = max(self.timestamp, counter.timestamp)
         row = SqlAliasEvent(
             name=self.name,
             alias=alias,
             action=action,
             from_version=from_version,
             to_version=to_version,
-            actor=self._actor,
-            timestamp=self._timestamp,
-            sequence=self._sequence,
+            actor=self.actor,
+            timestamp=counter.timestamp,
+            sequence=counter.sequence,
         )
         self._session.add(row)
+        self._session.flush()
         return to_entity(row)

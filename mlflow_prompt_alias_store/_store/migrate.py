@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
@@ -11,9 +13,21 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from mlflow_prompt_alias_store._store.models import TABLE_PREFIX, VERSION_TABLE
+from mlflow_prompt_alias_store._store import triggers
+from mlflow_prompt_alias_store._store.models import TABLE_PREFIX, VERSION_TABLE, Base
 
 _logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    migrated: bool
+    triggers_installed: bool
+    triggers_missing: frozenset[str]
+
+    @property
+    def changed(self) -> bool:
+        return self.migrated or self.triggers_installed
 
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any 64-bit number of our own: serialises concurrent upgrades (several server workers
@@ -64,29 +78,76 @@ def _unlock_after_migration(connection) -> None:
         connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": _MYSQL_LOCK_NAME})
 
 
-def upgrade_db(engine: sqlalchemy.engine.Engine, revision: str = "head") -> bool:
-    """Create or upgrade the package's tables to ``revision`` under their own version table.
+def upgrade_db(engine: sqlalchemy.engine.Engine, revision: str = "head") -> Upgrade:
+    """Bring the package's part of the database up to date: its tables to ``revision``
+    under their own version table, then the journal's triggers (re-created if any is missing,
+    e.g. after MLflow's SQLite batch migrations rebuilt the alias table).
 
     MLflow's tables and its ``alembic_version`` are never touched: let MLflow create or
-    upgrade its own schema first (opening an MLflow store does), then call this.
+    upgrade its own schema first (opening an MLflow store does), then call this. When
+    everything is in place this only reads, so a SELECT-only role can open the store.
 
     Returns:
-        True if a migration ran, False if the database was already at ``revision``.
+        What was done, and which triggers are still missing (only when this role may not
+        create them: the store then refuses writes).
     """
     target = head_revision() if revision == "head" else revision
-    with engine.begin() as connection:
-        if current_revision(connection) == target:
-            return False
+    with engine.connect() as connection:
+        if current_revision(connection) == target and not triggers.missing(connection):
+            return Upgrade(migrated=False, triggers_installed=False, triggers_missing=frozenset())
     with engine.begin() as connection:
         _lock_for_migration(connection)
         try:
             # Re-read under the lock: another process may have just done the work.
-            if current_revision(connection) == target:
-                return False
-            _logger.info("Upgrading prompt-alias tables to %s", target)
-            cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-            cfg.attributes["connection"] = connection
-            upgrade(cfg, revision)
-            return True
+            migrated = False
+            if current_revision(connection) != target:
+                _logger.info("Upgrading prompt-alias tables to %s", target)
+                cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+                cfg.attributes["connection"] = connection
+                upgrade(cfg, revision)
+                migrated = True
+            absent = triggers.missing(connection)
+            if not absent:
+                return Upgrade(migrated, triggers_installed=False, triggers_missing=frozenset())
+            # A failed statement aborts a PostgreSQL transaction: keep the migration's work
+            # behind a savepoint. (MySQL commits at each DDL statement, and pysqlite needs no
+            # savepoint to go on after an error.)
+            guard = connection.begin_nested() if connection.dialect.name == "postgresql" else nullcontext()
+            try:
+                with guard:
+                    triggers.install(connection)
+            except sqlalchemy.exc.DBAPIError as e:
+                if not triggers.is_permission_error(e):
+                    raise
+                _logger.warning(
+                    "The alias journal's triggers are missing (%s) and could not be created "
+                    "with this database role (%s); alias writes are refused until "
+                    "`mlflow-prompt-alias db upgrade` runs with a role that can create them.",
+                    ", ".join(sorted(absent)), str(e.orig).strip().splitlines()[0],
+                )  # fmt: skip
+                return Upgrade(migrated, triggers_installed=False, triggers_missing=frozenset(absent))
+            _logger.info("Installed the alias journal's triggers (%s)", ", ".join(sorted(absent)))
+            return Upgrade(migrated, triggers_installed=True, triggers_missing=frozenset())
+        finally:
+            _unlock_after_migration(connection)
+
+
+def remove_all(engine: sqlalchemy.engine.Engine) -> None:
+    """Leave: drop the triggers, the package's tables and its version table. MLflow's tables
+    (and every alias row in them) stay as they are."""
+    with engine.begin() as connection:
+        _lock_for_migration(connection)
+        try:
+            triggers.remove(connection)
+            inspector = sqlalchemy.inspect(connection)
+            ours = [t for t in inspector.get_table_names() if t.startswith(TABLE_PREFIX)]
+            for table in Base.metadata.sorted_tables[::-1]:
+                if table.name in ours:
+                    table.drop(connection)
+                    ours.remove(table.name)
+            for name in ours:  # a table of ours the current models no longer describe
+                connection.execute(sqlalchemy.text(f"DROP TABLE {connection.dialect.identifier_preparer.quote(name)}"))
+            if VERSION_TABLE in inspector.get_table_names():
+                connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
         finally:
             _unlock_after_migration(connection)

@@ -84,3 +84,32 @@ class SqlProtectionEvent(Base):
         PrimaryKeyConstraint("id", name="prompt_alias_protection_events_pk"),
         Index("prompt_alias_protection_events_alias_idx", "alias"),
     )
+
+
+class SqlWriteContext(Base):
+    """Who is writing, for the journal's triggers: a row that lives only inside one write
+    transaction of this store (SQLite, MySQL/MariaDB; PostgreSQL uses a setting instead)."""
+
+    __tablename__ = "prompt_alias_context"
+
+    # CONNECTION_ID() on MySQL/MariaDB; 0 on SQLite, which has one writer at a time.
+    conn_id = Column(BigInteger, autoincrement=False)
+    actor = Column(String(256), nullable=True)
+    action = Column(String(16), nullable=True)
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("conn_id", name="prompt_alias_context_pk"),)
+
+
+class SqlAliasSequence(Base):
+    """Per prompt name, its last event's sequence number and time. The triggers (and the
+    store's baselines) take the next number from here; the row lock orders one prompt's
+    events without locking any MLflow row."""
+
+    __tablename__ = "prompt_alias_sequences"
+
+    name = Column(String(256), nullable=False)
+    sequence = Column(Integer, nullable=False)
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (PrimaryKeyConstraint("name", name="prompt_alias_sequences_pk"),)

@@ -11,6 +11,7 @@ from mlflow.utils.validation import _validate_model_alias_name, _validate_model_
 
 from mlflow_prompt_alias_store._entities import ProtectedAlias, ProtectionEvent
 from mlflow_prompt_alias_store._errors import AliasStateError
+from mlflow_prompt_alias_store._store import triggers
 from mlflow_prompt_alias_store._store.journal import current_actor
 from mlflow_prompt_alias_store._store.models import SqlProtectedAlias, SqlProtectionEvent
 
@@ -45,6 +46,7 @@ class ProtectionMixin:
         the version or prompt it points to). Protecting a protected alias changes nothing."""
         _validate_model_alias_name(alias)
         _validate_model_alias_name_reserved(alias)
+        self._require_triggers()
         for _ in range(2):  # a concurrent protect of the same name may win the insert
             try:
                 with self.ManagedSessionMaker(read_only=False) as session:
@@ -57,6 +59,7 @@ class ProtectionMixin:
                         SqlProtectionEvent(alias=alias, action="protect", actor=actor, timestamp=now)
                     )
                     session.flush()
+                    triggers.protect(session.connection(), alias)
                     return ProtectedAlias(alias, actor, now)
             except MlflowException as e:
                 if not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
@@ -70,6 +73,7 @@ class ProtectionMixin:
             MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
         """
         _validate_model_alias_name(alias)
+        self._require_triggers()
         with self.ManagedSessionMaker(read_only=False) as session:
             existing = session.get(SqlProtectedAlias, alias, with_for_update=True)
             if existing is None:
@@ -83,6 +87,8 @@ class ProtectionMixin:
                     timestamp=get_current_time_millis(),
                 )
             )  # fmt: skip
+            session.flush()
+            triggers.unprotect(session.connection(), alias)
 
     def list_protected_aliases(self) -> list[ProtectedAlias]:
         """Every protected alias name, alphabetically, with who protected it and when."""

@@ -10,7 +10,7 @@ The class is assembled from one mixin per concern, each in its own module:
 ======================  =====================  ===============================================
 mixin                   module                 what it does
 ======================  =====================  ===============================================
-AliasTransactionsMixin  ``transactions.py``    write machinery: lock, transaction, retry
+AliasTransactionsMixin  ``transactions.py``    write machinery: lock, write context, retry
 AliasWritesMixin        ``alias_writes.py``    set/move/delete, compare-and-set, rollback,
                                                version/prompt deletes and renames
 ProtectionMixin         ``protection.py``      protected aliases
@@ -18,10 +18,16 @@ AdoptionMixin           ``adoption.py``        baselines for aliases the journal
 JournalReadsMixin       ``history.py``         history, point-in-time lookup, assignments
 FastReadsMixin          ``fast_reads.py``      one-statement resolution of ``name@alias``
 ======================  =====================  ===============================================
+
+The journal itself is written by database triggers (``triggers.py``), whoever changes an
+alias row; this store adds who is writing, and refuses what the triggers would refuse with
+``INVALID_STATE`` first.
 """
 
 from __future__ import annotations
 
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
 from mlflow_prompt_alias_store._store.adoption import AdoptionMixin
@@ -31,6 +37,7 @@ from mlflow_prompt_alias_store._store.history import JournalReadsMixin
 from mlflow_prompt_alias_store._store.migrate import upgrade_db
 from mlflow_prompt_alias_store._store.protection import ProtectionMixin
 from mlflow_prompt_alias_store._store.transactions import AliasTransactionsMixin
+from mlflow_prompt_alias_store._store.triggers import JOURNAL_DIALECTS
 from mlflow_prompt_alias_store._uri import inner_db_uri, parse_store_uri, require_driver
 
 
@@ -73,6 +80,16 @@ class PromptAliasRegistryStore(
         self.store_uri = parsed.uri
         # MLflow creates or upgrades its own tables here; ours follow.
         super().__init__(parsed.db_uri, read_db_uri=inner_db_uri(read_db_uri))
-        upgrade_db(self.engine)
-        self._record_baselines()
+        if self.db_type not in JOURNAL_DIALECTS:
+            raise MlflowException(
+                f"prompt-alias keeps its journal with database triggers, written for "
+                f"{', '.join(sorted(JOURNAL_DIALECTS))}; {self.db_type} is not one of them.",
+                INVALID_PARAMETER_VALUE,
+            )
+        upgrade = upgrade_db(self.engine)
+        self._triggers_missing = upgrade.triggers_missing
+        if upgrade.changed:
+            # Adoption, and recovery after the triggers were gone: journal as ``baseline``
+            # every alias the journal does not explain. Only a role that could write does.
+            self._record_baselines()
 

@@ -10,10 +10,12 @@ from typing import Callable, TypeVar
 import sqlalchemy
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.protos.databricks_pb2 import INVALID_STATE, TEMPORARILY_UNAVAILABLE
 from mlflow.store.db.db_types import SQLITE
 from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
 
+from mlflow_prompt_alias_store._errors import AliasStateError
+from mlflow_prompt_alias_store._store import triggers
 from mlflow_prompt_alias_store._store.journal import Journal, is_transient
 
 T = TypeVar("T")
@@ -29,6 +31,21 @@ _BACKOFF_BASE_SECONDS = 0.05
 class AliasTransactionsMixin:
     """``_alias_write(name, write)``: the one way this store changes a prompt's aliases."""
 
+    # Set when the store opens: whether the journal's triggers are in place. Without them
+    # (a role that cannot create them found them missing) the store reads but never writes.
+    _triggers_missing: frozenset[str] = frozenset()
+
+    def _require_triggers(self) -> None:
+        if self._triggers_missing:
+            raise MlflowException(
+                "The alias journal's database triggers are missing "
+                f"({', '.join(sorted(self._triggers_missing))}), and this database role could "
+                "not restore them, so alias writes are refused rather than left unjournaled. "
+                "Run `mlflow-prompt-alias db upgrade <prompt-alias+URL>` with a role that can "
+                "create triggers.",
+                INVALID_STATE,
+            )
+
     def _lock_prompt(self, session, name: str) -> None:
         """Serialise alias writes to one prompt: the registered model's row lock on
         PostgreSQL/MySQL, the database write lock (an immediate transaction) on SQLite."""
@@ -37,22 +54,45 @@ class AliasTransactionsMixin:
             # (a deferred transaction that reads first can only fail, not wait, on upgrade).
             session.execute(sqlalchemy.text("BEGIN IMMEDIATE"))
         else:
+            # NO KEY UPDATE on PostgreSQL: it does not conflict with the KEY SHARE lock a
+            # stock writer's alias insert holds on the prompt.
             self._get_query(session, SqlRegisteredModel).filter(
                 SqlRegisteredModel.name == name
-            ).with_for_update().with_entities(SqlRegisteredModel.name).first()
+            ).with_for_update(key_share=True).with_entities(SqlRegisteredModel.name).first()
 
-    def _alias_write(self, name: str, write: Callable[[object, Journal], T]) -> T:
+    def _alias_write(
+        self,
+        name: str,
+        write: Callable[[object, Journal], T],
+        action: str | None = None,
+        lock: bool = True,
+    ) -> T:
         """Run ``write(session, journal)`` in one transaction holding ``name``'s lock.
+
+        ``write`` calls ``journal.open()`` before it changes an alias row: the write context
+        the triggers read (actor, this process's clock, and ``action`` for the events of
+        alias sets and moves, e.g. ``rollback``).
+
+        ``lock=False`` skips the prompt's row lock on PostgreSQL/MySQL, for a write whose
+        row locks already order it (one DELETE); SQLite always takes its write lock first.
 
         Transient lock conflicts are retried with backoff; what is still failing after
         ``_MAX_WRITE_ATTEMPTS`` is reported as ``TEMPORARILY_UNAVAILABLE``.
         """
+        self._require_triggers()
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
             try:
                 with self.ManagedSessionMaker(read_only=False) as session:
-                    self._lock_prompt(session, name)
-                    return write(session, Journal(session, name))
+                    if lock or self.db_type == SQLITE:
+                        self._lock_prompt(session, name)
+                    journal = Journal(session, name, self.db_type, action)
+                    result = write(session, journal)
+                    journal.close()
+                    return result
             except MlflowException as e:
+                refusal = triggers.protection_refusal(e.__cause__)
+                if refusal is not None:
+                    raise AliasStateError(refusal) from e
                 if not is_transient(e.__cause__):
                     raise
                 if attempt == _MAX_WRITE_ATTEMPTS:
