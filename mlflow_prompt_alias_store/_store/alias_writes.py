@@ -117,8 +117,7 @@ class AliasWritesMixin:
                 if self._locked_alias(session, name, alias) is None:
                     self._get_registered_model(session, name)  # stock's error for a missing model
                     return  # nothing to delete: the transaction stays read-only
-            journal.open()
-            if not connection.execute(aliases.delete().where(where)).rowcount:
+            if not connection.execute(journal.opened_by(aliases.delete().where(where))).rowcount:
                 self._get_registered_model(session, name)
 
         try:

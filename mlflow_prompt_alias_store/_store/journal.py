@@ -115,6 +115,17 @@ class Journal:
         self._session.execute(statement, params)
         self._opened = True
 
+    def opened_by(self, statement):
+        """``statement`` (one UPDATE or DELETE) opening the write context itself, where the
+        context is a setting (PostgreSQL); elsewhere the context is opened first."""
+        if self.opening_writes:
+            self.open()
+            return statement
+        self._opened = True
+        return statement.where(
+            triggers.pg_context_condition(self.actor, self._action, self.timestamp)
+        )
+
     def close(self) -> None:
         """Before commit: remove the context row, after the triggers have run."""
         if self._close is not None:

@@ -649,6 +649,16 @@ def context_statements(
     )
 
 
+def pg_context_condition(actor: str | None, action: str | None, timestamp: int):
+    """PostgreSQL: a WHERE condition that sets the write context, so a single-statement write
+    carries it (one round trip fewer). It has no columns, so PostgreSQL evaluates it once,
+    before the statement touches a row."""
+    value = json.dumps({"actor": actor, "action": action, "timestamp": timestamp})
+    return sqlalchemy.select(
+        sqlalchemy.func.set_config(_PG_SETTING, value, True)
+    ).scalar_subquery().is_not(None)
+
+
 def protection_refusal(error: BaseException | None) -> str | None:
     """The message of a trigger's refusal to remove a protected alias, if ``error`` is one."""
     if not isinstance(error, sqlalchemy.exc.DBAPIError):
