@@ -70,8 +70,8 @@ class AliasWritesMixin:
                 versions.c.current_stage != STAGE_DELETED_INTERNAL,
             )
         ).scalar()
-        if workspace is None:
-            self._get_sql_model_version(session, name, version)  # stock's error
+        if workspace is None:  # stock's lookup, for stock's error
+            workspace = self._get_sql_model_version(session, name, version).workspace
         existing = self._locked_alias(session, name, alias)
         if existing == version:
             return False

@@ -1,5 +1,5 @@
-"""The write side of the journal: who is acting, which failures are worth retrying, and
-appending events inside the transaction that changes the alias rows."""
+"""The write side of the journal: who is acting, the write context that tells the database's
+triggers so, which failures are worth retrying, and the events no alias-row change makes."""
 
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def to_entity(row: SqlAliasEvent) -> AliasEvent:
 
 
 class Journal:
-    """One prompt's journal, inside a write transaction that holds the prompt's lock.
+    """One prompt's journal, inside one write transaction of this store.
 
     The database's triggers append the event of every alias-row change; this object carries
     what they record of a write through this store (``actor``, ``timestamp``: this process's

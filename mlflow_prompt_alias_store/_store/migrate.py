@@ -78,8 +78,8 @@ def _unlock_after_migration(connection) -> None:
         connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": _MYSQL_LOCK_NAME})
 
 
-def upgrade_db(engine: sqlalchemy.engine.Engine, revision: str = "head") -> Upgrade:
-    """Bring the package's part of the database up to date: its tables to ``revision``
+def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
+    """Bring the package's part of the database up to date: its tables to the head revision
     under their own version table, then the journal's triggers (re-created if any is missing,
     e.g. after MLflow's SQLite batch migrations rebuilt the alias table).
 
@@ -91,7 +91,7 @@ def upgrade_db(engine: sqlalchemy.engine.Engine, revision: str = "head") -> Upgr
         What was done, and which triggers are still missing (only when this role may not
         create them: the store then refuses writes).
     """
-    target = head_revision() if revision == "head" else revision
+    target = head_revision()
     with engine.connect() as connection:
         if current_revision(connection) == target and not triggers.missing(connection):
             return Upgrade(migrated=False, triggers_installed=False, triggers_missing=frozenset())
@@ -104,7 +104,7 @@ def upgrade_db(engine: sqlalchemy.engine.Engine, revision: str = "head") -> Upgr
                 _logger.info("Upgrading prompt-alias tables to %s", target)
                 cfg = alembic_config(engine.url.render_as_string(hide_password=False))
                 cfg.attributes["connection"] = connection
-                upgrade(cfg, revision)
+                upgrade(cfg, target)
                 migrated = True
             absent = triggers.missing(connection)
             if not absent:
