@@ -47,14 +47,21 @@ def _register(uri: str, name: str = "qa", versions: int = 3) -> None:
     _reset_mlflow_caches()
 
 
-def _protected_production(uri: str) -> None:
-    """Prompt ``qa`` with three versions, ``production`` on version 2 and protected."""
+def _with_aliases(uri: str, *moves: tuple[str, int]) -> None:
+    """Prompt ``qa`` with three versions, then each (alias, version) set in order, through
+    this package."""
     _register(uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.genai.set_prompt_alias("qa", "production", 2)
-    PromptAliasClient(uri).protect_alias("production")
+    for alias, version in moves:
+        mlflow.genai.set_prompt_alias("qa", alias, version)
     mlflow.set_tracking_uri(None)
     _reset_mlflow_caches()
+
+
+def _protected_production(uri: str) -> None:
+    """Prompt ``qa`` with three versions, ``production`` on version 2 and protected."""
+    _with_aliases(uri, ("production", 2))
+    PromptAliasClient(uri).protect_alias("production")
 
 
 def _events(uri: str, name: str = "qa"):
@@ -315,12 +322,7 @@ def _sqlite_reader(admin_uri: str) -> str:
 )
 def test_select_only_role_reads_everything_and_writes_nothing(engine, request):
     admin = request.getfixturevalue(engine)
-    _register(admin)
-    mlflow.set_tracking_uri(admin)
-    mlflow.genai.set_prompt_alias("qa", "production", 1)
-    mlflow.genai.set_prompt_alias("qa", "production", 2)
-    mlflow.set_tracking_uri(None)
-    _reset_mlflow_caches()
+    _with_aliases(admin, ("production", 1), ("production", 2))
     reader = {"sqlite_uri": _sqlite_reader, "postgres_uri": _pg_reader, "mysql_uri": _mysql_reader}[engine](admin)
     before = db_snapshot(admin)
 
@@ -383,12 +385,7 @@ def _rebuild_alias_table(uri: str) -> None:
 
 
 def test_triggers_come_back_after_a_table_rebuild_and_drift_is_baselined(plugin_uri):
-    _register(plugin_uri)
-    mlflow.set_tracking_uri(plugin_uri)
-    mlflow.genai.set_prompt_alias("qa", "production", 1)
-    mlflow.genai.set_prompt_alias("qa", "staging", 1)
-    mlflow.set_tracking_uri(None)
-    _reset_mlflow_caches()
+    _with_aliases(plugin_uri, ("production", 1), ("staging", 1))
     _rebuild_alias_table(plugin_uri)
     stock = SqlAlchemyStore(plain(plugin_uri))
     stock.set_registered_model_alias("qa", "production", 3)  # unjournaled: no triggers now

@@ -622,6 +622,11 @@ def unprotect(connection: Connection, alias: str) -> None:
 # ---------------------------------------------------------------- the write context
 
 
+def _pg_context(actor: str | None, action: str | None, timestamp: int) -> str:
+    """The value of the PostgreSQL setting the triggers parse (``ctx->>'actor'`` …)."""
+    return json.dumps({"actor": actor, "action": action, "timestamp": timestamp})
+
+
 def context_statements(
     dialect: str, actor: str | None, action: str | None, timestamp: int
 ) -> tuple[sqlalchemy.TextClause, dict, sqlalchemy.TextClause | None]:
@@ -632,10 +637,9 @@ def context_statements(
     with a rollback).
     """
     if dialect == "postgresql":
-        value = json.dumps({"actor": actor, "action": action, "timestamp": timestamp})
         return (
             sqlalchemy.text(f"SELECT set_config('{_PG_SETTING}', :ctx, true)"),
-            {"ctx": value},
+            {"ctx": _pg_context(actor, action, timestamp)},
             None,
         )
     conn_id = "CONNECTION_ID()" if dialect == "mysql" else "0"
@@ -653,9 +657,8 @@ def pg_context_condition(actor: str | None, action: str | None, timestamp: int):
     """PostgreSQL: a WHERE condition that sets the write context, so a single-statement write
     carries it (one round trip fewer). It has no columns, so PostgreSQL evaluates it once,
     before the statement touches a row."""
-    value = json.dumps({"actor": actor, "action": action, "timestamp": timestamp})
     return sqlalchemy.select(
-        sqlalchemy.func.set_config(_PG_SETTING, value, True)
+        sqlalchemy.func.set_config(_PG_SETTING, _pg_context(actor, action, timestamp), True)
     ).scalar_subquery().is_not(None)
 
 
