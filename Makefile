@@ -1,8 +1,9 @@
 # Everything a fresh machine needs: `make serve` runs the server, `make test` the tests.
 PYTHON ?= python3
 VENV ?= .venv
-# CI sets this to the oldest MLflow release of the range in setup.cfg.
-MLFLOW_SPEC ?=
+# The MLflow release to install: the newest of the tested range (docs/compatibility.md). CI
+# also runs the suite on the oldest, and a subset on every minor in between.
+MLFLOW ?= 3.18.0
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
@@ -13,20 +14,21 @@ PYTEST_ARGS ?=
 
 .PHONY: install wheel serve test clean
 
-# The dependencies and test tools, once per change of the package metadata.
-$(BIN)/.installed: setup.cfg setup.py pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip 'setuptools>=64' wheel
-	$(BIN)/pip install --quiet '.[postgresql,mysql,test]' $(MLFLOW_SPEC)
+# The dependencies, the test tools and MLflow $(MLFLOW), once per change of the package
+# metadata or of the MLflow release.
+$(BIN)/.installed-$(MLFLOW): setup.cfg setup.py pyproject.toml scripts/install-deps
+	flock .build.lock env PYTHON=$(PYTHON) scripts/install-deps $(VENV) $(MLFLOW)
 	touch $@
 
 # Users install wheels, so this does too: every run builds one from the current sources and
-# installs it non-editable (no stale build/ left to leak deleted files into it).
-wheel: $(BIN)/.installed
-	rm -rf build dist mlflow_prompt_alias_store.egg-info
-	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
-	$(BIN)/pip install --quiet --no-deps --force-reinstall dist/*.whl
-	rm -rf build mlflow_prompt_alias_store.egg-info
+# installs it non-editable (no stale build/ left to leak deleted files into it). The build
+# holds a lock: CI runs several environments' `make test` at once from one checkout.
+wheel: $(BIN)/.installed-$(MLFLOW)
+	rm -rf $(VENV)/dist
+	flock .build.lock sh -c 'rm -rf build mlflow_prompt_alias_store.egg-info && \
+		$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(VENV)/dist . && \
+		rm -rf build mlflow_prompt_alias_store.egg-info'
+	$(BIN)/pip install --quiet --no-deps --force-reinstall $(VENV)/dist/*.whl
 
 install: wheel
 
@@ -39,4 +41,4 @@ test: install
 	$(BIN)/python -P -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .venv-oldest *.egg-info .pytest_cache build dist
+	rm -rf $(VENV) .venv-* *.egg-info .pytest_cache build dist .build.lock

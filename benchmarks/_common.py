@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
 import uuid
@@ -104,20 +105,42 @@ class PostgresCopies:
         self.admin.dispose()
 
 
+def fresh_load_kwargs() -> dict:
+    """Arguments that make ``mlflow.genai.load_prompt`` skip its cache: ``cache_ttl_seconds=0``
+    from MLflow 3.8; before, loads by alias are never cached."""
+    import inspect
+
+    import mlflow.genai
+
+    takes_ttl = "cache_ttl_seconds" in inspect.signature(mlflow.genai.load_prompt).parameters
+    return {"cache_ttl_seconds": 0} if takes_ttl else {}
+
+
 def reset_mlflow() -> None:
-    from mlflow.prompt.registry_utils import PromptCache
+    """Forget MLflow's cached stores, engines and loaded prompts (as a new process would)."""
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as R
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as T
+    from mlflow.tracking._model_registry import fluent
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     tracking_utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
     registry_utils._get_store_registry()._get_store_with_resolved_uri.cache_clear()
-    for cls in (R, T):
-        for engine in cls._engine_map.values():
+    # Before MLflow 3.8 a registry store's engine is its own: collected with the store, its
+    # connections close (a database copied as a TEMPLATE must have none).
+    gc.collect()
+    # Engines per URI: per store class from MLflow 3.8, in the tracking store's map before.
+    for cls, name in [(R, "_engine_map"), (T, "_engine_map"), (T, "_db_uri_sql_alchemy_engine_map")]:
+        engine_map = cls.__dict__.get(name, {})
+        for engine in engine_map.values():
             engine.dispose()
-        cls._engine_map.clear()
-    PromptCache._reset_instance()
+        engine_map.clear()
+    try:
+        from mlflow.prompt.registry_utils import PromptCache  # MLflow 3.8+
+    except ImportError:
+        fluent._load_prompt_cached.cache_clear()
+    else:
+        PromptCache._reset_instance()
 
 
 def timed(fn: Callable[[int], object], repeat: int) -> list[float]:

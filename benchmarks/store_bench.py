@@ -21,6 +21,7 @@ import sqlalchemy
 from benchmarks._common import (
     PostgresCopies,
     build_registry,
+    fresh_load_kwargs,
     make_stock,
     median_p95,
     name_of,
@@ -35,11 +36,12 @@ def _operations(size: int):
 
     rng = random.Random(42)
     picks = [name_of(rng.randrange(size)) for _ in range(10_000)]
+    fresh = fresh_load_kwargs()
     return {
         "resolve by alias (store)": lambda store, i: store.get_prompt_version_by_alias(picks[i], "production"),
         "resolve by version (store)": lambda store, i: store.get_prompt_version(picks[i], 2),
         "load_prompt @alias, cache off": lambda store, i: mlflow.genai.load_prompt(
-            f"prompts:/{picks[i]}@production", cache_ttl_seconds=0),
+            f"prompts:/{picks[i]}@production", **fresh),
         "set_prompt_alias (move)": lambda store, i: mlflow.genai.set_prompt_alias(
             name=name_of(i % size), alias="production", version=1 + (i // size) % 2),
         "delete_prompt_alias": lambda store, i: mlflow.genai.delete_prompt_alias(

@@ -84,7 +84,12 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ImportError as e:  # an untested MLflow without an internal this package uses
+        from mlflow_prompt_alias_store._compat import explain_import_error
+
+        raise explain_import_error(e) from e
     globals()[name] = value
     return value
 

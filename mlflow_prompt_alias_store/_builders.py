@@ -23,11 +23,12 @@ def _read_replica_db_uri() -> str | None:
 
 
 def _refuse_workspaces() -> None:
-    from mlflow.environment_variables import MLFLOW_ENABLE_WORKSPACES
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-    if MLFLOW_ENABLE_WORKSPACES.get():
+    from mlflow_prompt_alias_store._compat import workspaces_enabled
+
+    if workspaces_enabled():
         raise MlflowException(
             "prompt-alias stores do not support MLflow workspaces; unset "
             "MLFLOW_ENABLE_WORKSPACES (or drop --enable-workspaces) to use them.",
@@ -43,6 +44,9 @@ def tracking_store(store_uri: str, artifact_uri: str | None = None):
         artifact_uri: The default artifact root; ``None`` means what stock MLflow uses
             in-process (the server's root when inside ``mlflow server``, else ``./mlruns``).
     """
+    # First: it explains an MLflow that cannot import its stores with this SQLAlchemy.
+    from mlflow_prompt_alias_store._compat import replica_kwargs
+
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -55,7 +59,7 @@ def tracking_store(store_uri: str, artifact_uri: str | None = None):
         artifact_uri = os.environ.get(
             _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
         )
-    return SqlAlchemyStore(parsed.db_uri, artifact_uri, read_db_uri=_read_replica_db_uri())
+    return SqlAlchemyStore(parsed.db_uri, artifact_uri, **replica_kwargs(_read_replica_db_uri()))
 
 
 def registry_store(store_uri: str, tracking_uri: str | None = None):
@@ -65,9 +69,14 @@ def registry_store(store_uri: str, tracking_uri: str | None = None):
         store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI.
         tracking_uri: Accepted because MLflow passes it to registry builders; unused.
     """
-    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+    _refuse_workspaces()  # first: through _compat, it explains an MLflow that cannot import
+    from mlflow_prompt_alias_store._compat import explain_import_error
 
-    _refuse_workspaces()
+    try:
+        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+    except ImportError as e:  # an untested MLflow without an internal the store uses
+        raise explain_import_error(e) from e
+
     return PromptAliasRegistryStore(
         store_uri=store_uri, tracking_uri=tracking_uri, read_db_uri=_read_replica_db_uri()
     )

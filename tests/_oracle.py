@@ -10,8 +10,9 @@ import sqlalchemy
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.prompt.registry_utils import PromptCache
 from mlflow.store.entities.paged_list import PagedList
+
+from conftest import reset_prompt_cache
 
 # Wall-clock values differ between two runs of one scenario; everything else must match.
 _TIME_KEY = re.compile(r"time(stamp)?$", re.IGNORECASE)
@@ -60,7 +61,7 @@ class Recorder:
 
 def run_scenario(uri: str, scenario: Callable[[Recorder], None]) -> list[tuple[str, Any]]:
     mlflow.set_tracking_uri(uri)
-    PromptCache._reset_instance()
+    reset_prompt_cache()
     rec = Recorder()
     scenario(rec)
     return rec.results

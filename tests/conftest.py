@@ -3,6 +3,7 @@ variable), migrated once and copied per test, and a clean MLflow state between t
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import uuid
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy
 
 import mlflow
-from mlflow.prompt.registry_utils import PromptCache
+import mlflow.genai
 
 POSTGRES_URL = os.environ.get(
     "PROMPT_ALIAS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -42,6 +43,32 @@ def _reachable(url: str) -> str | None:
         return str(e).splitlines()[0]
 
 
+def supported_kwargs(fn, **kwargs) -> dict:
+    """The keyword arguments ``fn`` takes in this MLflow: ``register_prompt``'s
+    ``response_format`` is 3.2+ and ``model_config`` 3.8+, ``load_prompt``'s
+    ``cache_ttl_seconds`` 3.8+."""
+    params = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+# ``load_prompt(..., **FRESH)`` skips the prompt cache: ``cache_ttl_seconds=0`` from MLflow 3.8;
+# before, loads by alias are never cached (loads by version are, see reset_prompt_cache).
+FRESH = supported_kwargs(mlflow.genai.load_prompt, cache_ttl_seconds=0)
+
+
+def reset_prompt_cache() -> None:
+    """Empty ``mlflow.genai.load_prompt``'s cache: the ``PromptCache`` singleton (MLflow
+    3.8+), or the ``lru_cache`` it replaced."""
+    try:
+        from mlflow.prompt.registry_utils import PromptCache
+    except ImportError:
+        from mlflow.tracking._model_registry import fluent
+
+        fluent._load_prompt_cached.cache_clear()
+    else:
+        PromptCache._reset_instance()
+
+
 def _reset_mlflow_caches() -> None:
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
@@ -50,13 +77,18 @@ def _reset_mlflow_caches() -> None:
 
     tracking_utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
     registry_utils._get_store_registry()._get_store_with_resolved_uri.cache_clear()
-    for cls in (RegistryStore, TrackingStore):
-        with cls._engine_map_lock:
-            engines = list(cls._engine_map.values())
-            cls._engine_map.clear()
+    # Engines cached per URI: per store class from MLflow 3.8, the tracking store's map before.
+    for cls, name in [(RegistryStore, "_engine_map"), (TrackingStore, "_engine_map"),
+                      (TrackingStore, "_db_uri_sql_alchemy_engine_map")]:  # fmt: skip
+        engine_map = cls.__dict__.get(name)
+        if engine_map is None:
+            continue
+        with getattr(cls, f"{name}_lock"):
+            engines = list(engine_map.values())
+            engine_map.clear()
         for engine in engines:
             engine.dispose()
-    PromptCache._reset_instance()
+    reset_prompt_cache()
 
 
 @pytest.fixture(autouse=True)
@@ -68,6 +100,10 @@ def clean_mlflow_state(monkeypatch, tmp_path):
     yield
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
+    # MLflow also exports a set registry URI to the environment, where worker processes
+    # forked later would find it.
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     _reset_mlflow_caches()
 
 
@@ -75,7 +111,8 @@ def _initialize(uri: str) -> None:
     """Create MLflow's tables and the package's through the real store, then let go."""
     from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
 
-    PromptAliasRegistryStore(uri)
+    # Before MLflow 3.8 a store's engine is its own, not in a shared map: dispose of it too.
+    PromptAliasRegistryStore(uri).engine.dispose()
     _reset_mlflow_caches()
 
 

@@ -20,6 +20,7 @@ import _workers
 from _journal_check import check_journal
 from _oracle import db_snapshot
 from _server import mlflow_server
+from conftest import FRESH
 
 
 def _prompt(name="qa", versions=3):
@@ -79,7 +80,7 @@ def test_rollback(client, plugin_uri):
     event = client.rollback_alias("qa", "production")
     assert (event.action, event.from_version, event.to_version) == ("rollback", 3, 1)
     assert _alias() == 1
-    assert mlflow.genai.load_prompt("prompts:/qa@production", cache_ttl_seconds=0).version == 1
+    assert mlflow.genai.load_prompt("prompts:/qa@production", **FRESH).version == 1
     # A second rollback undoes the first.
     assert pas.rollback_alias("qa", "production").to_version == 3
     assert _alias() == 3
@@ -196,7 +197,7 @@ def test_list_aliases(client, plugin_uri):
     assert len(pas.list_aliases()) == 3
     assert client.list_aliases(name="qa", alias="canary") == []
     _raises_unchanged(plugin_uri, lambda: client.list_aliases(alias="x/y"), "INVALID_PARAMETER_VALUE", "alias")
-    _raises_unchanged(plugin_uri, lambda: client.list_aliases(name="a/b"), "INVALID_PARAMETER_VALUE", "name")
+    _raises_unchanged(plugin_uri, lambda: client.list_aliases(name=""), "INVALID_PARAMETER_VALUE", "name")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,10 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import RegisteredModelTag
 
 from _oracle import assert_same_as_stock, db_snapshot
+from conftest import FRESH
+
+# CI runs these on every MLflow minor of the range (docs/compatibility.md).
+pytestmark = pytest.mark.every_minor
 
 CHAT = [
     {"role": "system", "content": "You are a {{style}} assistant."},
@@ -33,39 +37,39 @@ def text_prompt_lifecycle(rec):
     rec("register v3", lambda: g.register_prompt(name="qa", template="Short: {{q}}"))
     rec("load by version", lambda: g.load_prompt("qa", version=1))
     rec("load by uri", lambda: g.load_prompt("prompts:/qa/2"))
-    rec("load @latest", lambda: g.load_prompt("prompts:/qa@latest", cache_ttl_seconds=0))
+    rec("load @latest", lambda: g.load_prompt("prompts:/qa@latest", **FRESH))
     rec("set alias", lambda: g.set_prompt_alias(name="qa", alias="production", version=1))
     rec("set second alias", lambda: g.set_prompt_alias(name="qa", alias="staging", version=2))
-    rec("load by alias", lambda: g.load_prompt("prompts:/qa@production", cache_ttl_seconds=0))
+    rec("load by alias", lambda: g.load_prompt("prompts:/qa@production", **FRESH))
     rec("move alias", lambda: g.set_prompt_alias(name="qa", alias="production", version=2))
     rec("set same version", lambda: g.set_prompt_alias(name="qa", alias="production", version=2))
-    rec("load moved alias", lambda: g.load_prompt("prompts:/qa@production", cache_ttl_seconds=0))
-    rec("load by version shows aliases", lambda: g.load_prompt("qa", version=2, cache_ttl_seconds=0))
+    rec("load moved alias", lambda: g.load_prompt("prompts:/qa@production", **FRESH))
+    rec("load by version shows aliases", lambda: g.load_prompt("qa", version=2, **FRESH))
     rec("prompt tags", lambda: g.get_prompt_tags("qa"))
     rec("set prompt tag", lambda: g.set_prompt_tag("qa", "owner", "me"))
     rec("delete prompt tag", lambda: g.delete_prompt_tag("qa", "team"))
     rec("prompt tags after", lambda: g.get_prompt_tags("qa"))
     rec("set version tag", lambda: g.set_prompt_version_tag("qa", 2, "reviewed", "yes"))
     rec("delete version tag", lambda: g.delete_prompt_version_tag("qa", 2, "lang"))
-    rec("version after tags", lambda: g.load_prompt("qa", version=2, cache_ttl_seconds=0))
+    rec("version after tags", lambda: g.load_prompt("qa", version=2, **FRESH))
     rec("search prompts", lambda: g.search_prompts())
     rec("search prompts filter", lambda: g.search_prompts(filter_string="name = 'qa'"))
     rec("delete alias", lambda: g.delete_prompt_alias(name="qa", alias="production"))
     rec("delete missing alias", lambda: g.delete_prompt_alias(name="qa", alias="production"))
-    rec("load deleted alias", lambda: g.load_prompt("prompts:/qa@production", cache_ttl_seconds=0))
+    rec("load deleted alias", lambda: g.load_prompt("prompts:/qa@production", **FRESH))
     rec("load missing allowed", lambda: g.load_prompt(
-        "prompts:/qa@production", cache_ttl_seconds=0, allow_missing=True))
+        "prompts:/qa@production", **FRESH, allow_missing=True))
     rec("alias on v3", lambda: g.set_prompt_alias(name="qa", alias="canary", version=3))
     client = MlflowClient()
     rec("delete version with alias", lambda: client.delete_prompt_version("qa", "3"))
-    rec("alias dropped with version", lambda: g.load_prompt("prompts:/qa@canary", cache_ttl_seconds=0))
-    rec("load deleted version", lambda: g.load_prompt("qa", version=3, cache_ttl_seconds=0))
+    rec("alias dropped with version", lambda: g.load_prompt("prompts:/qa@canary", **FRESH))
+    rec("load deleted version", lambda: g.load_prompt("qa", version=3, **FRESH))
     rec("search versions", lambda: client.search_prompt_versions("qa"))
     rec("get prompt", lambda: client.get_prompt("qa"))
     rec("delete prompt versions", lambda: [client.delete_prompt_version("qa", v) for v in ("1", "2")])
     rec("delete prompt", lambda: client.delete_prompt("qa"))
     rec("get deleted prompt", lambda: client.get_prompt("qa"))
-    rec("load from deleted prompt", lambda: g.load_prompt("qa", version=1, cache_ttl_seconds=0))
+    rec("load from deleted prompt", lambda: g.load_prompt("qa", version=1, **FRESH))
 
 
 def chat_prompt_lifecycle(rec):
@@ -76,13 +80,13 @@ def chat_prompt_lifecycle(rec):
     rec("register chat v2", lambda: g.register_prompt(
         name="chat", template=CHAT[1:], response_format={"type": "object"}))
     rec("alias", lambda: g.set_prompt_alias(name="chat", alias="prod", version=1))
-    rec("load alias", lambda: g.load_prompt("prompts:/chat@prod", cache_ttl_seconds=0))
-    rec("format", lambda: g.load_prompt("prompts:/chat@prod", cache_ttl_seconds=0).format(
+    rec("load alias", lambda: g.load_prompt("prompts:/chat@prod", **FRESH))
+    rec("format", lambda: g.load_prompt("prompts:/chat@prod", **FRESH).format(
         style="terse", question="why?"))
     rec("set model config", lambda: g.set_prompt_model_config("chat", 2, {"model_name": "m2"}))
     rec("delete model config", lambda: g.delete_prompt_model_config("chat", 1))
-    rec("load v1", lambda: g.load_prompt("chat", version=1, cache_ttl_seconds=0))
-    rec("load v2", lambda: g.load_prompt("chat", version=2, cache_ttl_seconds=0))
+    rec("load v1", lambda: g.load_prompt("chat", version=1, **FRESH))
+    rec("load v2", lambda: g.load_prompt("chat", version=2, **FRESH))
     client = MlflowClient()
     rec("client alias", lambda: client.get_prompt_version_by_alias("chat", "prod"))
     rec("client version", lambda: client.get_prompt_version("chat", 2))
@@ -111,7 +115,7 @@ def registry_methods(rec):
     rec("delete version", lambda: c.delete_model_version("m2", 2))
     rec("alias gone", lambda: c.get_model_version_by_alias("m2", "champion"))
     rec("model after", lambda: c.get_registered_model("m2"))
-    rec("prompt api on model", lambda: mlflow.genai.load_prompt("m2", version=1, cache_ttl_seconds=0))
+    rec("prompt api on model", lambda: mlflow.genai.load_prompt("m2", version=1, **FRESH))
     rec("prompt alias on model", lambda: mlflow.genai.set_prompt_alias(name="m2", alias="a", version=1))
     rec("prompt by alias on model", lambda: c.get_prompt_version_by_alias("m2", "x"))
     rec("delete model", lambda: c.delete_registered_model("m2"))
@@ -133,13 +137,13 @@ def _setup(rec):
 
 g = mlflow.genai
 BAD_INPUT = {
-    "unknown alias": lambda: g.load_prompt("prompts:/p@nope", cache_ttl_seconds=0),
+    "unknown alias": lambda: g.load_prompt("prompts:/p@nope", **FRESH),
     "unknown alias by client": lambda: MlflowClient().get_prompt_version_by_alias("p", "nope"),
-    "unknown prompt": lambda: g.load_prompt("prompts:/ghost@production", cache_ttl_seconds=0),
+    "unknown prompt": lambda: g.load_prompt("prompts:/ghost@production", **FRESH),
     "unknown prompt set alias": lambda: g.set_prompt_alias(name="ghost", alias="a", version=1),
     "unknown prompt delete alias": lambda: g.delete_prompt_alias(name="ghost", alias="a"),
     "unknown version": lambda: g.set_prompt_alias(name="p", alias="a", version=9),
-    "unknown version load": lambda: g.load_prompt("p", version=9, cache_ttl_seconds=0),
+    "unknown version load": lambda: g.load_prompt("p", version=9, **FRESH),
     "reserved latest": lambda: g.set_prompt_alias(name="p", alias="latest", version=1),
     "reserved LATEST": lambda: g.set_prompt_alias(name="p", alias="LATEST", version=1),
     "reserved v3": lambda: g.set_prompt_alias(name="p", alias="v3", version=1),
@@ -156,8 +160,8 @@ BAD_INPUT = {
     "version zero": lambda: g.set_prompt_alias(name="p", alias="x", version=0),
     "version negative": lambda: g.set_prompt_alias(name="p", alias="x", version=-1),
     "version text": lambda: MlflowClient().set_registered_model_alias("p", "x", "one"),
-    "bad uri": lambda: g.load_prompt("prompts:/p@", cache_ttl_seconds=0),
-    "bad uri version": lambda: g.load_prompt("prompts:/p/abc", cache_ttl_seconds=0),
+    "bad uri": lambda: g.load_prompt("prompts:/p@", **FRESH),
+    "bad uri version": lambda: g.load_prompt("prompts:/p/abc", **FRESH),
     "prompt alias on model": lambda: g.set_prompt_alias(name="plain-model", alias="x", version=1),
     "model alias unknown": lambda: MlflowClient().get_model_version_by_alias("plain-model", "x"),
     "model alias reserved": lambda: MlflowClient().set_registered_model_alias("p", "latest", 1),

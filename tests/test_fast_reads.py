@@ -4,6 +4,7 @@ and error on the same database."""
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -16,9 +17,13 @@ from mlflow import MlflowClient
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 from mlflow.utils.proto_json_utils import message_to_json
 
-from mlflow_prompt_alias_store import PromptAliasRegistryStore, parse_store_uri
+from mlflow_prompt_alias_store import PromptAliasRegistryStore, _compat, parse_store_uri
 
 from _oracle import normalize
+from conftest import FRESH, supported_kwargs
+
+# CI runs these on every MLflow minor of the range (docs/compatibility.md).
+pytestmark = pytest.mark.every_minor
 
 
 class Answer(BaseModel):
@@ -34,14 +39,14 @@ def _populate(uri):
     g.register_prompt(name="text", template="v1 {{q}}", commit_message="first", tags={"team": "a"})
     g.register_prompt(name="text", template="v2 {{q}}", tags={"lang": "en"})
     g.register_prompt(name="text", template="v3 {{q}}")
-    g.register_prompt(name="chat", template=CHAT, response_format=Answer,
-                      model_config={"model_name": "m", "temperature": 0.1})  # fmt: skip
-    g.set_prompt_tag("text", "owner", "me")
-    g.set_prompt_version_tag("text", 2, "reviewed", "yes")
+    g.register_prompt(name="chat", template=CHAT, **supported_kwargs(
+        g.register_prompt, response_format=Answer, model_config={"model_name": "m", "temperature": 0.1}))
+    client = MlflowClient()  # its prompt tag verbs are in every MLflow 3 (mlflow.genai's: 3.2+)
+    client.set_prompt_tag("text", "owner", "me")
+    client.set_prompt_version_tag("text", 2, "reviewed", "yes")
     for alias, version in [("production", 2), ("staging", 2), ("canary", 3), ("old", 1)]:
         g.set_prompt_alias(name="text", alias=alias, version=version)
     g.set_prompt_alias(name="chat", alias="production", version=1)
-    client = MlflowClient()
     client.delete_prompt_version("text", "1")  # drops "old" with it
     client.create_registered_model("model", tags={"k": "v"})
     client.create_model_version("model", "s3://b/m", tags={"t": "1"})
@@ -118,12 +123,42 @@ def _outcome(store, method, args):
     return normalize(result, keep_times=True), wire
 
 
+def _tags_sorted(outcome):
+    """The outcome with tags and aliases (maps, sent as lists) in key order."""
+    entity, wire = outcome
+    data = json.loads(wire)
+    for item in [data] + data.get("latest_versions", []):
+        item.get("tags", []).sort(key=lambda tag: tag["key"])
+        if item.get("aliases") and isinstance(item["aliases"][0], dict):
+            item["aliases"].sort(key=lambda alias: alias["alias"])
+    return normalize(entity, keep_times=True), json.dumps(data, sort_keys=True)
+
+
+def _stock_bug(method, args, ours, theirs) -> bool:
+    """Where stock MLflow itself is at fault on some releases, and the plugin is not:
+
+    - MLflow 3.10–3.11 return tags and aliases in an order that depends on the method and on
+      the query plan (their SQLite schema lacks the indexes 3.12 added: a version's tags come
+      in one order from ``get_model_version``, another from ``get_model_version_by_alias``);
+      the plugin returns one order. Both are maps: only the order differs.
+    - Before 3.16 stock does not convert a version given as a string, and PostgreSQL through
+      psycopg 3 (SQLAlchemy 2.1's driver) refuses to compare it with the integer column:
+      stock answers the SQL error, the plugin the version.
+    """
+    if _compat.mlflow_minor() in {(3, 10), (3, 11)} and "raised" not in (ours[0], theirs[0]):
+        return _tags_sorted(ours) == _tags_sorted(theirs)
+    if _compat.mlflow_minor() < (3, 16) and isinstance(args[-1], str) and args[-1].isdigit():
+        return theirs[0] == "raised" and "operator does not exist: integer =" in theirs[3]
+    return False
+
+
 def test_every_overridden_read_equals_stock(plugin_uri):
     _populate(plugin_uri)
     ours = PromptAliasRegistryStore(plugin_uri)
     stock = SqlAlchemyStore(parse_store_uri(plugin_uri).db_uri)  # stock MLflow, same database
     for method, args in CALLS:
-        assert _outcome(ours, method, args) == _outcome(stock, method, args), (method, args)
+        mine, theirs = _outcome(ours, method, args), _outcome(stock, method, args)
+        assert mine == theirs or _stock_bug(method, args, mine, theirs), (method, args)
 
 
 def _count(store):
@@ -161,16 +196,37 @@ def test_store_statement_counts(sqlite_uri, operation, expected):
     assert len(statements) == expected, statements
 
 
-def test_client_statement_counts(sqlite_uri):
+def test_client_statement_counts(sqlite_uri, mocker):
     _populate(sqlite_uri)
     store = MlflowClient()._get_registry_client().store
-    statements = _count(store)
-    mlflow.genai.load_prompt("prompts:/text@production", cache_ttl_seconds=0)
+    traced = []  # (thread, statement)
+    per_read = []  # statements each read made, on its own thread
+
+    def counted(method):
+        original = getattr(store, method)
+
+        def read(*args, **kwargs):
+            thread, before = threading.get_ident(), len(traced)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                per_read.append((method, sum(1 for t, _ in traced[before:] if t == thread)))
+
+        mocker.patch.object(store, method, read)
+
+    for method in ("get_prompt_version_by_alias", "get_prompt_version", "get_prompt",
+                   "get_model_version_by_alias"):  # fmt: skip
+        counted(method)
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: traced.append((threading.get_ident(), statement)))  # fmt: skip
+    mlflow.genai.load_prompt("prompts:/text@production", **FRESH)
     _join_link_threads()
-    # parse_prompt_uri resolves the alias, load resolves it again, and the link thread reads
-    # the prompt: one statement each. Stock: 40.
-    assert len(statements) == 3, statements
-    statements.clear()
+    # One statement per read the client makes. MLflow 3.17: parse_prompt_uri resolves the
+    # alias, load resolves it again, and the link thread reads the prompt (stock: 40
+    # statements); MLflow 3.1 resolves the alias as a model version, then loads by number.
+    # (Some releases' link thread then writes a tag: stock's write, not counted here.)
+    assert 2 <= len(per_read) <= 3 and all(n == 1 for _, n in per_read), per_read
+    statements = _count(store)
     mlflow.genai.set_prompt_alias(name="text", alias="production", version=3)
     # The client's version check (1), then the journaled write: 3 PRAGMAs MLflow's session
     # opens with, BEGIN IMMEDIATE, version, alias, write context in, update (the trigger

@@ -32,6 +32,7 @@ def _register(name, n=3):
         mlflow.genai.register_prompt(name=name, template=f"v{i}: {{{{q}}}}")
 
 
+@pytest.mark.every_minor
 def test_alias_writes_journal_every_change(plugin_uri):
     mlflow.set_tracking_uri(plugin_uri)
     g = mlflow.genai
@@ -55,6 +56,7 @@ def test_alias_writes_journal_every_change(plugin_uri):
     check_journal(plugin_uri)
 
 
+@pytest.mark.every_minor
 def test_deleting_versions_and_prompts_journals_alias_removals(plugin_uri):
     mlflow.set_tracking_uri(plugin_uri)
     g = mlflow.genai
@@ -84,6 +86,7 @@ def test_deleting_versions_and_prompts_journals_alias_removals(plugin_uri):
     check_journal(plugin_uri)
 
 
+@pytest.mark.every_minor
 def test_registered_models_share_the_journal_and_renames_keep_it(plugin_uri):
     client = MlflowClient(tracking_uri=plugin_uri)
     client.create_registered_model("model")
@@ -123,6 +126,7 @@ def test_rename_onto_a_deleted_models_history_joins_it_in_time_order(sqlite_uri)
     assert stamps == sorted(stamps, reverse=True)
 
 
+@pytest.mark.every_minor
 def test_failed_writes_change_nothing(sqlite_uri):
     mlflow.set_tracking_uri(sqlite_uri)
     _register("qa", 1)
@@ -226,10 +230,12 @@ def test_history_pages_through_long_histories(sqlite_uri):
             [{"s": s} for s in range(1, total + 1)],
         )
     statements = []
-    sqlalchemy.event.listen(
-        PromptAliasRegistryStore(sqlite_uri).engine, "before_cursor_execute",
-        lambda conn, cursor, statement, *a: statements.append(statement),
-    )  # fmt: skip
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    # Every engine: before MLflow 3.8 each store has its own, not one shared per URI.
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", record)
     client = PromptAliasClient(sqlite_uri)
     seen, token, pages = [], None, 0
     while True:
@@ -243,6 +249,7 @@ def test_history_pages_through_long_histories(sqlite_uri):
     assert seen == list(range(total, 0, -1))
     assert pages == 13
     # Each page is one bounded query, never the whole history.
+    sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", record)
     history_queries = [s for s in statements if "FROM prompt_alias_events" in s]
     assert history_queries and all("LIMIT" in s for s in history_queries)
     engine.dispose()

@@ -67,6 +67,15 @@ class PromptAliasClient:
         self._store = _resolve_store(tracking_uri)
         self.tracking_uri = self._store.store_uri
 
+    def _evict(self, name: str, alias: str) -> None:
+        """Forget this process's cached ``load_prompt`` of ``name@alias``, as stock's
+        ``set_prompt_alias`` does after a move (other processes keep theirs until it expires)."""
+        from mlflow.tracking._model_registry.utils import _resolve_registry_uri
+
+        from mlflow_prompt_alias_store._compat import evict_cached_alias
+
+        evict_cached_alias(name, alias, {self.tracking_uri, _resolve_registry_uri()})
+
     def get_alias_history(
         self,
         name: str,
@@ -144,7 +153,9 @@ class PromptAliasClient:
             >>> client.rollback_alias("qa_prompt", "production").to_version
             1
         """
-        return self._store.rollback_alias(name, alias)
+        event = self._store.rollback_alias(name, alias)
+        self._evict(name, alias)
+        return event
 
     def set_alias_if(
         self, name: str, alias: str, version: int | str, expected_version: int | str | None
@@ -165,7 +176,9 @@ class PromptAliasClient:
         Example:
             >>> client.set_alias_if("qa_prompt", "production", version=3, expected_version=2)
         """
-        return self._store.set_alias_if(name, alias, version, expected_version)
+        event = self._store.set_alias_if(name, alias, version, expected_version)
+        self._evict(name, alias)
+        return event
 
     def protect_alias(self, alias: str) -> ProtectedAlias:
         """Protect an alias name in every prompt: it can be moved, but deleting it, the

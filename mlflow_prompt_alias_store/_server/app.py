@@ -12,6 +12,7 @@ from flask import Flask
 from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import _add_static_prefix
 
+from mlflow_prompt_alias_store._compat import job_execution_enabled, native_routes_possible
 from mlflow_prompt_alias_store._server import web
 from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
 from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
@@ -60,11 +61,10 @@ def _explain_job_execution() -> None:
     requirements are not met. The prompt registry, where aliases live, follows
     ``--registry-store-uri``; giving our URI there and the plain one as the backend keeps both.
     """
-    from mlflow.environment_variables import MLFLOW_SERVER_ENABLE_JOB_EXECUTION
     from mlflow.server import BACKEND_STORE_URI_ENV_VAR
 
     backend = os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")
-    if backend.startswith(SCHEME_PREFIX) and MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get():
+    if backend.startswith(SCHEME_PREFIX) and job_execution_enabled():
         inner = redact(backend)[len(SCHEME_PREFIX) :]
         _logger.warning(
             "MLflow's job execution (scorers, online scoring, prompt optimization) needs a plain "
@@ -79,13 +79,14 @@ def _explain_job_execution() -> None:
 
 def create_app(app: Flask = mlflow_app):
     """Add the prompt-alias endpoints and page to MLflow's app (the ``mlflow.app`` entry
-    point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it."""
+    point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it, with
+    the native read routes; under gunicorn or waitress (and before MLflow 3.4), the Flask app."""
     for path, handler, methods in ENDPOINTS:
         app.add_url_rule(_add_static_prefix(path), handler.__name__, handler, methods=methods)
     web.register(app)
     _explain_job_execution()
 
-    if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
+    if native_routes_possible(os.environ.get("_MLFLOW_SGI_NAME")):
         from mlflow.server.fastapi_app import create_fastapi_app
 
         # Starlette is only needed (and only imported) when MLflow serves through uvicorn.

@@ -9,9 +9,10 @@ from flask import Response, jsonify, request
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.server.handlers import _is_prompt, catch_mlflow_exception
+from mlflow.server.handlers import catch_mlflow_exception
 
 from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._compat import alias_webhook_entity
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._server.context import registry_store as _store
 
@@ -66,12 +67,12 @@ def _event_json(event: AliasEvent | None) -> dict[str, Any] | None:
 
 def _fire_alias_webhook(store, event: AliasEvent | None) -> None:
     """The webhooks MLflow's own alias endpoints fire, for changes made through ours."""
-    if event is None:
+    entity = alias_webhook_entity(event.name) if event is not None else None
+    if entity is None:
         return
-    from mlflow.entities.webhook import WebhookAction, WebhookEntity, WebhookEvent
+    from mlflow.entities.webhook import WebhookAction, WebhookEvent
     from mlflow.webhooks.delivery import deliver_webhook
 
-    entity = WebhookEntity.PROMPT_ALIAS if _is_prompt(event.name) else WebhookEntity.MODEL_VERSION_ALIAS
     if event.to_version is None:
         action, payload = WebhookAction.DELETED, {"name": event.name, "alias": event.alias}
     else:

@@ -14,6 +14,8 @@ from pathlib import Path
 import jinja2
 from flask import Flask, Response, request
 
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
+from mlflow.prompt.registry_utils import model_version_to_prompt_version
 from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
 from mlflow.utils.time import get_current_time_millis
 
@@ -120,8 +122,12 @@ def prompt() -> Response:
     history.reverse()
     versions = []
     if store.get_prompt(name) is not None:
-        versions = sorted(store.search_prompt_versions(name, max_results=1000),
-                          key=lambda v: v.version)  # fmt: skip
+        # MLflow's own search_prompt_versions query (the SQL store has that method only in
+        # newer releases; before, Unity Catalog alone had it), converted as it converts.
+        found = store.search_model_versions(
+            filter_string=f"name = '{name}' AND tag.`{IS_PROMPT_TAG_KEY}` = 'true'", max_results=1000
+        )
+        versions = sorted((model_version_to_prompt_version(mv) for mv in found), key=lambda v: v.version)
     lanes, ticks = _timeline(history, get_current_time_millis())
     protected = {p.alias for p in store.list_protected_aliases()}
     html = _TEMPLATES.get_template("prompt.html").render(

@@ -7,6 +7,7 @@ from sqlalchemy import and_, func, select
 
 from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias
 
+from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._store.journal import Journal
 from mlflow_prompt_alias_store._store.models import SqlAliasEvent
 
@@ -57,7 +58,7 @@ class AdoptionMixin:
             }
             current = {
                 (row.name, row.alias): row.version
-                for row in self._get_query(session, SqlRegisteredModelAlias)
+                for row in scoped_query(self, session, SqlRegisteredModelAlias)
             }
         return sorted(
             key

@@ -17,14 +17,14 @@ from mlflow.protos.databricks_pb2 import (
 from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
 from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlRegisteredModelAlias
 from mlflow.utils.time import get_current_time_millis
-from mlflow.utils.validation import (
-    _validate_model_alias_name,
-    _validate_model_alias_name_reserved,
-    _validate_model_name,
-    _validate_model_renaming,
-    _validate_model_version,
-)
+from mlflow.utils.validation import _validate_model_name, _validate_model_renaming
 
+from mlflow_prompt_alias_store._compat import (
+    validate_alias_name,
+    validate_alias_name_reserved,
+    validate_model_version,
+    workspace_kwargs,
+)
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._errors import AliasStateError
 from mlflow_prompt_alias_store._store.journal import Journal
@@ -38,9 +38,9 @@ class AliasWritesMixin:
     @staticmethod
     def _validate_alias_target(name, alias, version) -> int:
         _validate_model_name(name)
-        _validate_model_alias_name(alias)
-        _validate_model_alias_name_reserved(alias)
-        return _validate_model_version(version)
+        validate_alias_name(alias)
+        validate_alias_name_reserved(alias)
+        return validate_model_version(version)
 
     def _locked_alias(self, session, name: str, alias: str) -> int | None:
         """The alias's version, its row locked (PostgreSQL/MySQL): a stock writer, which does
@@ -63,22 +63,24 @@ class AliasWritesMixin:
         name = journal.name
         connection = session.connection()
         versions, aliases = SqlModelVersion.__table__, SqlRegisteredModelAlias.__table__
-        workspace = connection.execute(
-            select(versions.c.workspace).where(
+        found = connection.execute(
+            select(versions).where(
                 versions.c.name == name,
                 versions.c.version == version,
                 versions.c.current_stage != STAGE_DELETED_INTERNAL,
             )
-        ).scalar()
-        if workspace is None:  # stock's lookup, for stock's error
-            workspace = self._get_sql_model_version(session, name, version).workspace
+        ).first()
+        if found is None:  # stock's lookup, for stock's error
+            found = self._get_sql_model_version(session, name, version)
         existing = self._locked_alias(session, name, alias)
         if existing == version:
             return False
         journal.open()
         if existing is None:
             connection.execute(
-                aliases.insert().values(workspace=workspace, name=name, alias=alias, version=version)
+                aliases.insert().values(
+                    name=name, alias=alias, version=version, **workspace_kwargs(getattr(found, "workspace", None))
+                )
             )
         else:
             connection.execute(
@@ -104,7 +106,7 @@ class AliasWritesMixin:
         then says so in the words of its other refusals).
         """
         _validate_model_name(name)
-        _validate_model_alias_name(alias)
+        validate_alias_name(alias)
 
         aliases = SqlRegisteredModelAlias.__table__
         where = (aliases.c.name == name) & (aliases.c.alias == alias)
@@ -146,7 +148,7 @@ class AliasWritesMixin:
         """
         version = self._validate_alias_target(name, alias, version)
         if expected_version is not None:
-            expected_version = _validate_model_version(expected_version)
+            expected_version = validate_model_version(expected_version)
             if expected_version < 1:
                 raise MlflowException(
                     f"expected_version must be a positive version number or None, got "
@@ -182,7 +184,7 @@ class AliasWritesMixin:
                 ``RESOURCE_DOES_NOT_EXIST`` for an unknown prompt or an alias with no history.
         """
         _validate_model_name(name)
-        _validate_model_alias_name(alias)
+        validate_alias_name(alias)
 
         def write(session, journal: Journal) -> AliasEvent:
             self._get_registered_model(session, name)
@@ -220,7 +222,7 @@ class AliasWritesMixin:
     def delete_model_version(self, name, version):
         """Delete a version as stock MLflow does; the aliases it held go with it, journaled as
         ``delete`` events in the same transaction. A protected one is refused."""
-        version = _validate_model_version(version)
+        version = validate_model_version(version)
 
         def write(session, journal: Journal) -> None:
             updated_time = get_current_time_millis()

@@ -38,7 +38,16 @@ from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModelAlias,
     SqlRegisteredModelTag,
 )
-from mlflow.utils.validation import _REGISTERED_MODEL_ALIAS_LATEST
+
+from mlflow_prompt_alias_store._compat import (
+    HAS_WORKSPACES,
+    REGISTERED_MODEL_ALIAS_LATEST,
+    active_workspace,
+    in_workspace,
+    read_engine,
+    same_workspace,
+    workspace_kwargs,
+)
 
 _RM = SqlRegisteredModel.__table__
 _ALIAS = SqlRegisteredModelAlias.__table__
@@ -68,26 +77,26 @@ def _resolution(version):
         .select_from(
             _RM.join(
                 _MV,
-                and_(_MV.c.workspace == _RM.c.workspace, _MV.c.name == _RM.c.name,
+                and_(same_workspace(_MV, _RM), _MV.c.name == _RM.c.name,
                      _MV.c.version == version, _MV.c.current_stage != STAGE_DELETED_INTERNAL),
             )
         )
-        .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+        .where(in_workspace(_RM, _P_WORKSPACE), _RM.c.name == _P_NAME)
     )  # fmt: skip
     return union_all(
         version_row,
         select(literal("rm"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION, *_NO_MV_ROW)
-        .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
+        .where(in_workspace(_RM_TAG, _P_WORKSPACE), _RM_TAG.c.name == _P_NAME),
         select(literal("mv_tag"), _MV_TAG.c.key, _MV_TAG.c.value, _NO_VERSION, *_NO_MV_ROW)
-        .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME, _MV_TAG.c.version == version),
+        .where(in_workspace(_MV_TAG, _P_WORKSPACE), _MV_TAG.c.name == _P_NAME, _MV_TAG.c.version == version),
         select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version, *_NO_MV_ROW)
-        .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
+        .where(in_workspace(_ALIAS, _P_WORKSPACE), _ALIAS.c.name == _P_NAME),
     )  # fmt: skip
 
 
 _BY_ALIAS = _resolution(
     select(_ALIAS.c.version)
-    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME,
+    .where(in_workspace(_ALIAS, _P_WORKSPACE), _ALIAS.c.name == _P_NAME,
            _ALIAS.c.alias == bindparam("alias"))
     .scalar_subquery()
 )  # fmt: skip
@@ -96,9 +105,9 @@ _BY_VERSION = _resolution(bindparam("version"))
 _MODEL_AND_TAGS = (
     select(_RM.c.name, _RM.c.description, _RM.c.creation_time, _RM_TAG.c.key, _RM_TAG.c.value)
     .select_from(
-        _RM.outerjoin(_RM_TAG, and_(_RM_TAG.c.workspace == _RM.c.workspace, _RM_TAG.c.name == _RM.c.name))
+        _RM.outerjoin(_RM_TAG, and_(same_workspace(_RM_TAG, _RM), _RM_TAG.c.name == _RM.c.name))
     )
-    .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+    .where(in_workspace(_RM, _P_WORKSPACE), _RM.c.name == _P_NAME)
 )  # fmt: skip
 # The latest live version of each stage, as stock's ``SqlRegisteredModel.to_mlflow_entity``
 # picks them; ``first`` orders the stages as stock's walk over the versions meets them.
@@ -107,7 +116,7 @@ _STAGES = (
         func.max(_MV.c.version).label("latest"),
         func.min(_MV.c.version).label("first"),
     )
-    .where(_MV.c.workspace == _P_WORKSPACE, _MV.c.name == _P_NAME,
+    .where(in_workspace(_MV, _P_WORKSPACE), _MV.c.name == _P_NAME,
            _MV.c.current_stage != STAGE_DELETED_INTERNAL)
     .group_by(_MV.c.current_stage)
 )  # fmt: skip
@@ -120,27 +129,27 @@ _MODEL_WITH_LATEST = (
         _RM.c.creation_time.label("rm_creation_time"),
         _RM.c.last_updated_time.label("rm_last_updated_time"),
         _RM.c.description.label("rm_description"),
-        _RM.c.workspace.label("rm_workspace"),
+        *([_RM.c.workspace.label("rm_workspace")] if HAS_WORKSPACES else []),
         *_MV.c,
     )
     .select_from(
         _RM.outerjoin(_STAGES_SUBQUERY, true()).outerjoin(
             _MV,
-            and_(_MV.c.workspace == _RM.c.workspace, _MV.c.name == _RM.c.name,
+            and_(same_workspace(_MV, _RM), _MV.c.name == _RM.c.name,
                  _MV.c.version == _STAGES_SUBQUERY.c.latest),
         )
     )
-    .where(_RM.c.workspace == _P_WORKSPACE, _RM.c.name == _P_NAME)
+    .where(in_workspace(_RM, _P_WORKSPACE), _RM.c.name == _P_NAME)
     .order_by(_STAGES_SUBQUERY.c.first)
 )  # fmt: skip
 # The same for a registered model: its tags and aliases, and the tags of its latest versions.
 _MODEL_TAGS_AND_ALIASES = union_all(
     select(literal("rm").label("kind"), _RM_TAG.c.key, cast(_RM_TAG.c.value, _MV_TAG.c.value.type), _NO_VERSION)
-    .where(_RM_TAG.c.workspace == _P_WORKSPACE, _RM_TAG.c.name == _P_NAME),
+    .where(in_workspace(_RM_TAG, _P_WORKSPACE), _RM_TAG.c.name == _P_NAME),
     select(literal("alias"), _ALIAS.c.alias, _NO_VALUE, _ALIAS.c.version)
-    .where(_ALIAS.c.workspace == _P_WORKSPACE, _ALIAS.c.name == _P_NAME),
+    .where(in_workspace(_ALIAS, _P_WORKSPACE), _ALIAS.c.name == _P_NAME),
     select(literal("mv"), _MV_TAG.c.key, _MV_TAG.c.value, _MV_TAG.c.version)
-    .where(_MV_TAG.c.workspace == _P_WORKSPACE, _MV_TAG.c.name == _P_NAME,
+    .where(in_workspace(_MV_TAG, _P_WORKSPACE), _MV_TAG.c.name == _P_NAME,
            _MV_TAG.c.version.in_(_STAGES.with_only_columns(func.max(_MV.c.version)))),
 )  # fmt: skip
 
@@ -164,7 +173,7 @@ def _model_version(row, tags: list[tuple[str, str]], aliases: list[str]) -> Mode
         [ModelVersionTag(k, v) for k, v in tags],
         row["run_link"],
         aliases,
-        workspace=row["workspace"],
+        **workspace_kwargs(row.get("workspace")),
     )
 
 
@@ -203,7 +212,7 @@ class FastReadsMixin:
         transaction psycopg sends no ``BEGIN`` and the pool's reset no ``ROLLBACK``, two
         round trips of the three or four a read took. (On MySQL turning autocommit on and
         off costs a round trip each, and SQLite's driver opens no transaction for a read.)"""
-        engine = self.read_engine or self.engine
+        engine = read_engine(self)
         if engine.dialect.name == "postgresql":
             return engine.execution_options(isolation_level="AUTOCOMMIT")
         return engine
@@ -213,7 +222,7 @@ class FastReadsMixin:
         when the model, alias or (non-deleted) version is missing."""
         if not isinstance(name, str) or (alias is not None and not isinstance(alias, str)):
             return None
-        params = {"workspace": self._get_active_workspace(), "name": name}
+        params = {"workspace": active_workspace(self), "name": name}
         if alias is not None:
             query, params["alias"] = _BY_ALIAS, alias
         else:
@@ -251,7 +260,7 @@ class FastReadsMixin:
         number = self._as_version_number(version_or_alias)
         if number is not None:
             resolved = self._resolve(name, version=number)
-        elif str(version_or_alias).lower() != _REGISTERED_MODEL_ALIAS_LATEST:
+        elif str(version_or_alias).lower() != REGISTERED_MODEL_ALIAS_LATEST:
             resolved = self._resolve(name, alias=str(version_or_alias))
         else:
             return None
@@ -278,7 +287,7 @@ class FastReadsMixin:
         links the prompt to the active experiment.
         """
         if isinstance(name, str):
-            params = {"workspace": self._get_active_workspace(), "name": name}
+            params = {"workspace": active_workspace(self), "name": name}
             with self._fast_read_engine.connect() as conn:
                 rows = conn.execute(_MODEL_AND_TAGS, params).all()
             tags = {row.key: row.value for row in rows if row.key is not None}
@@ -298,7 +307,7 @@ class FastReadsMixin:
         statements, or ``None`` when it is not there (the caller falls back to stock)."""
         if not isinstance(name, str):
             return None
-        params = {"workspace": self._get_active_workspace(), "name": name}
+        params = {"workspace": active_workspace(self), "name": name}
         with self._fast_read_engine.connect() as conn:
             rows = conn.execute(_MODEL_WITH_LATEST, params).mappings().all()
             if not rows:
@@ -335,7 +344,7 @@ class FastReadsMixin:
             [_model_version(r, version_tags.get(r["version"], []), []) for r in rows if r["version"] is not None],
             tags,
             aliases,
-            workspace=model["rm_workspace"],
+            **workspace_kwargs(model.get("rm_workspace")),
         )
 
     # ------------------------------------------------------------------ model versions
@@ -343,7 +352,7 @@ class FastReadsMixin:
     def _fast_model_version_by_alias(self, name: Any, alias: Any) -> ModelVersion | None:
         """Stock's ``get_model_version_by_alias`` result in one statement, or ``None`` for
         anything but the plain case (the caller falls back to stock)."""
-        if not isinstance(alias, str) or alias.lower() == _REGISTERED_MODEL_ALIAS_LATEST:
+        if not isinstance(alias, str) or alias.lower() == REGISTERED_MODEL_ALIAS_LATEST:
             return None
         resolved = self._resolve(name, alias=alias)
         return resolved.model_version() if resolved is not None else None

@@ -13,8 +13,10 @@ from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModel,
     SqlRegisteredModelAlias,
 )
-from mlflow.utils.validation import _validate_model_alias_name, _validate_model_name
+from mlflow.utils.validation import _validate_model_name
 
+from mlflow_prompt_alias_store._compat import query as scoped_query
+from mlflow_prompt_alias_store._compat import validate_alias_name
 from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
 from mlflow_prompt_alias_store._store.journal import to_entity
 from mlflow_prompt_alias_store._store.models import SqlAliasEvent
@@ -42,7 +44,7 @@ class JournalReadsMixin:
     def _require_known_name(self, session, name: str) -> None:
         """``RESOURCE_DOES_NOT_EXIST`` unless ``name`` is a model or has journal history."""
         exists = (
-            self._get_query(session, SqlRegisteredModel)
+            scoped_query(self, session, SqlRegisteredModel)
             .filter(SqlRegisteredModel.name == name)
             .with_entities(SqlRegisteredModel.name)
             .first()
@@ -63,7 +65,7 @@ class JournalReadsMixin:
                 ``RESOURCE_DOES_NOT_EXIST`` for a name with neither a model nor history.
         """
         _validate_model_name(name)
-        _validate_model_alias_name(alias)
+        validate_alias_name(alias)
         if (
             not isinstance(timestamp_ms, int)
             or isinstance(timestamp_ms, bool)
@@ -99,9 +101,9 @@ class JournalReadsMixin:
         if name is not None:
             _validate_model_name(name)
         if alias is not None:
-            _validate_model_alias_name(alias)
+            validate_alias_name(alias)
         with self.ManagedSessionMaker() as session:
-            query = self._get_query(session, SqlRegisteredModelAlias)
+            query = scoped_query(self, session, SqlRegisteredModelAlias)
             if name is not None:
                 query = query.filter(SqlRegisteredModelAlias.name == name)
             if alias is not None:
@@ -133,7 +135,7 @@ class JournalReadsMixin:
         """
         _validate_model_name(name)
         if alias is not None:
-            _validate_model_alias_name(alias)
+            validate_alias_name(alias)
         if (
             not isinstance(max_results, int)
             or isinstance(max_results, bool)

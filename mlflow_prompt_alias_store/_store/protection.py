@@ -7,8 +7,12 @@ import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 from mlflow.utils.time import get_current_time_millis
-from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
 
+from mlflow_prompt_alias_store._compat import (
+    validate_alias_name,
+    validate_alias_name_reserved,
+    write_session,
+)
 from mlflow_prompt_alias_store._entities import ProtectedAlias, ProtectionEvent
 from mlflow_prompt_alias_store._errors import AliasStateError
 from mlflow_prompt_alias_store._store import triggers
@@ -44,12 +48,12 @@ class ProtectionMixin:
     def protect_alias(self, alias: str) -> ProtectedAlias:
         """Protect the alias name registry-wide: it can still be moved, never deleted (nor
         the version or prompt it points to). Protecting a protected alias changes nothing."""
-        _validate_model_alias_name(alias)
-        _validate_model_alias_name_reserved(alias)
+        validate_alias_name(alias)
+        validate_alias_name_reserved(alias)
         self._require_triggers()
         for _ in range(2):  # a concurrent protect of the same name may win the insert
             try:
-                with self.ManagedSessionMaker(read_only=False) as session:
+                with write_session(self) as session:
                     existing = session.get(SqlProtectedAlias, alias)
                     if existing is not None:
                         return ProtectedAlias(existing.alias, existing.actor, existing.timestamp)
@@ -72,9 +76,9 @@ class ProtectionMixin:
         Raises:
             MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
         """
-        _validate_model_alias_name(alias)
+        validate_alias_name(alias)
         self._require_triggers()
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with write_session(self) as session:
             existing = session.get(SqlProtectedAlias, alias, with_for_update=True)
             if existing is None:
                 raise MlflowException(
@@ -99,7 +103,7 @@ class ProtectionMixin:
     def get_protection_history(self, alias: str | None = None) -> list[ProtectionEvent]:
         """Every protect and unprotect (of one alias name, if given), newest first."""
         if alias is not None:
-            _validate_model_alias_name(alias)
+            validate_alias_name(alias)
         with self.ManagedSessionMaker() as session:
             query = session.query(SqlProtectionEvent)
             if alias is not None:

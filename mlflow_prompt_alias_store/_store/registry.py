@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
+from mlflow_prompt_alias_store._compat import check_tested_range, replica_kwargs
 from mlflow_prompt_alias_store._store.adoption import AdoptionMixin
 from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
 from mlflow_prompt_alias_store._store.fast_reads import FastReadsMixin
@@ -79,7 +80,8 @@ class PromptAliasRegistryStore(
         require_driver(parsed)
         self.store_uri = parsed.uri
         # MLflow creates or upgrades its own tables here; ours follow.
-        super().__init__(parsed.db_uri, read_db_uri=inner_db_uri(read_db_uri))
+        check_tested_range()
+        super().__init__(parsed.db_uri, **replica_kwargs(inner_db_uri(read_db_uri)))
         if self.db_type not in JOURNAL_DIALECTS:
             raise MlflowException(
                 f"prompt-alias keeps its journal with database triggers, written for "

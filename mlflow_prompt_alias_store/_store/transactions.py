@@ -14,6 +14,8 @@ from mlflow.protos.databricks_pb2 import INVALID_STATE, TEMPORARILY_UNAVAILABLE
 from mlflow.store.db.db_types import SQLITE
 from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
 
+from mlflow_prompt_alias_store._compat import query as scoped_query
+from mlflow_prompt_alias_store._compat import write_session
 from mlflow_prompt_alias_store._errors import AliasStateError
 from mlflow_prompt_alias_store._store import triggers
 from mlflow_prompt_alias_store._store.journal import Journal, is_transient
@@ -56,7 +58,7 @@ class AliasTransactionsMixin:
         else:
             # NO KEY UPDATE on PostgreSQL: it does not conflict with the KEY SHARE lock a
             # stock writer's alias insert holds on the prompt.
-            self._get_query(session, SqlRegisteredModel).filter(
+            scoped_query(self, session, SqlRegisteredModel).filter(
                 SqlRegisteredModel.name == name
             ).with_for_update(key_share=True).with_entities(SqlRegisteredModel.name).first()
 
@@ -82,7 +84,7 @@ class AliasTransactionsMixin:
         self._require_triggers()
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
             try:
-                with self.ManagedSessionMaker(read_only=False) as session:
+                with write_session(self) as session:
                     if lock or self.db_type == SQLITE:
                         self._lock_prompt(session, name)
                     journal = Journal(session, name, self.db_type, action)

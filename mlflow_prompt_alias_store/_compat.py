@@ -1,0 +1,259 @@
+"""Every difference between the MLflow releases this package supports, in one place.
+
+The store subclasses MLflow's registry ``SqlAlchemyStore`` and uses some of its private
+helpers; those change between minors. Each difference below names the release that made it
+and when it can go: when the oldest supported release has the new form, the fallback is
+dropped and its callers use MLflow directly. Nothing else in the package checks MLflow's
+version. docs/compatibility.md has the resulting feature table.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import mlflow.version
+import sqlalchemy
+from sqlalchemy import true
+
+from mlflow import environment_variables as _environment_variables
+from mlflow.utils import validation as _validation
+
+
+# The minors CI tests, oldest and newest (docs/compatibility.md). setup.cfg admits exactly
+# these: `mlflow>=3.1.0,<3.19`.
+OLDEST_TESTED = (3, 1)
+NEWEST_TESTED = (3, 18)
+TESTED_RANGE = f"{OLDEST_TESTED[0]}.{OLDEST_TESTED[1]}–{NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}"
+
+
+def mlflow_minor(version: str | None = None) -> tuple[int, int]:
+    """``(major, minor)`` of an MLflow version string (``"3.18.0"``, ``"3.19.0.dev0"``), by
+    default of the running MLflow."""
+    major, minor = (version or mlflow.version.VERSION).split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def explain_import_error(error: ImportError) -> ImportError:
+    """A clear error for an MLflow import of this package failing, or ``error`` itself.
+
+    MLflow up to 3.8 imports ``FallbackAsyncAdaptedQueuePool``, which SQLAlchemy 2.1 removed
+    (MLflow's own ``sqlalchemy<3`` does not keep 2.1 out). An MLflow outside the tested range
+    may lack an internal the store uses: the error then names the range.
+    """
+    if "FallbackAsyncAdaptedQueuePool" in str(error):
+        return ImportError(
+            f"MLflow {mlflow.version.VERSION} does not work with SQLAlchemy "
+            f"{sqlalchemy.__version__} (MLflow up to 3.8 needs a class SQLAlchemy 2.1 removed): "
+            "install 'sqlalchemy<2.1', or MLflow 3.9 or newer."
+        )
+    if not OLDEST_TESTED <= mlflow_minor() <= NEWEST_TESTED:
+        return ImportError(
+            f"mlflow-prompt-alias-store is tested with MLflow {TESTED_RANGE} and cannot run on "
+            f"MLflow {mlflow.version.VERSION}: {error}"
+        )
+    return error
+
+
+try:
+    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+except ImportError as e:
+    raise explain_import_error(e) from e
+
+
+def check_tested_range(version: str | None = None) -> str | None:
+    """Warn (once per process, as Python warns) when the running MLflow is outside the tested
+    range, naming it; returns the message, or ``None`` inside the range.
+
+    setup.cfg caps the range, so this is reached only by an install that overrode it
+    (``--no-deps``, a source checkout, a pinned environment upgraded around the plugin).
+    Every internal this package uses is looked up below; one that a newer MLflow removed
+    fails at import with a message naming the range instead of a bare ImportError.
+    """
+    version = version or mlflow.version.VERSION
+    if OLDEST_TESTED <= mlflow_minor(version) <= NEWEST_TESTED:
+        return None
+    message = (
+        f"mlflow-prompt-alias-store is tested with MLflow {TESTED_RANGE}; this is MLflow "
+        f"{version}. Its store overrides MLflow internals that change between minors: install "
+        f"an MLflow in the tested range, or a release of the plugin that lists {version}."
+    )
+    warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return message
+
+
+def _required(module, *names: str):
+    """The first of ``names`` that ``module`` has; an ImportError naming the tested range
+    when it has none (an MLflow newer than the range renamed or removed it)."""
+    for name in names:
+        if hasattr(module, name):
+            return getattr(module, name)
+    raise ImportError(
+        f"mlflow-prompt-alias-store needs {module.__name__}.{names[0]}, which MLflow "
+        f"{mlflow.version.VERSION} does not have; it is tested with MLflow {TESTED_RANGE}."
+    )
+
+
+# ---------------------------------------------------------------- validation
+
+# 3.18 renamed _validate_model_alias_name to _validate_alias_name (with a resource_type
+# argument). Drop the old name when 3.18 is the oldest supported release.
+validate_alias_name = _required(_validation, "_validate_alias_name", "_validate_model_alias_name")
+
+
+def _no_separate_reserved_check(alias) -> None:
+    """Up to 3.2, ``_validate_model_alias_name`` itself refuses ``latest`` and ``vN``."""
+
+
+# 3.3 split the reserved-name check (``latest``, ``v1``…) out of the name check; 3.18 renamed
+# it _validate_alias_name_reserved. Drop the fallback with 3.2, the old name with 3.17.
+if hasattr(_validation, "_validate_alias_name_reserved"):
+    validate_alias_name_reserved = _validation._validate_alias_name_reserved
+elif hasattr(_validation, "_validate_model_alias_name_reserved"):
+    validate_alias_name_reserved = _validation._validate_model_alias_name_reserved
+else:
+    validate_alias_name_reserved = _no_separate_reserved_check
+
+
+def validate_model_version(version) -> int:
+    """Stock's version check, returning the number. It returns ``int(version)`` from 3.16;
+    up to 3.15 it returns ``None`` after the same check. Drop with 3.15."""
+    number = _validation._validate_model_version(version)
+    return int(version) if number is None else number
+
+
+# 3.3 named the reserved alias; before it was a literal in the check. Drop with 3.2.
+REGISTERED_MODEL_ALIAS_LATEST: str = getattr(_validation, "_REGISTERED_MODEL_ALIAS_LATEST", "latest")
+
+
+def evict_cached_alias(name: str, alias: str, registry_uris) -> None:
+    """Drop this process's cached ``load_prompt`` of ``name@alias``. MLflow caches loads by
+    alias from 3.8 (``PromptCache``), keyed by registry URI too from 3.17; before 3.8 a load
+    by alias is never cached. Drop the fallbacks with 3.16."""
+    try:
+        from mlflow.prompt.registry_utils import PromptCache
+    except ImportError:
+        return
+    cache = PromptCache.get_instance()
+    if "registry_uri" in inspect.signature(cache.delete).parameters:
+        for uri in registry_uris:
+            cache.delete(name, alias=alias, registry_uri=uri)
+    else:
+        cache.delete(name, alias=alias)
+
+
+# ---------------------------------------------------------------- workspaces (3.10)
+
+# 3.10 added workspaces: a ``workspace`` column on every registry table (part of the keys),
+# entity arguments, ``_get_query`` and ``_get_active_workspace`` on the store, and the
+# ``MLFLOW_ENABLE_WORKSPACES`` switch. Before, every name is global. Drop with 3.9.
+HAS_WORKSPACES: bool = "workspace" in SqlRegisteredModel.__table__.c
+
+
+def workspaces_enabled() -> bool:
+    """Whether MLflow runs with workspaces on (never before 3.10)."""
+    return HAS_WORKSPACES and bool(_environment_variables.MLFLOW_ENABLE_WORKSPACES.get())
+
+
+def active_workspace(store) -> str | None:
+    """The workspace the store's queries are scoped to (``None`` before 3.10)."""
+    return store._get_active_workspace() if HAS_WORKSPACES else None
+
+
+def in_workspace(table, workspace):
+    """``table.workspace == workspace``; before 3.10, a condition that is always true (and
+    that SQLAlchemy drops from an ``AND``)."""
+    return table.c.workspace == workspace if HAS_WORKSPACES else true()
+
+
+def same_workspace(left, right):
+    """The join condition on two tables' workspace columns (always true before 3.10)."""
+    return left.c.workspace == right.c.workspace if HAS_WORKSPACES else true()
+
+
+def workspace_kwargs(workspace) -> dict:
+    """Keyword arguments for a workspace column or entity field (none before 3.10)."""
+    return {"workspace": workspace} if HAS_WORKSPACES else {}
+
+
+def query(store, session, model):
+    """Stock's scoped query for ``model``: ``_get_query`` (3.10+, workspace-filtered), or the
+    plain session query it replaced."""
+    return store._get_query(session, model) if HAS_WORKSPACES else session.query(model)
+
+
+# ---------------------------------------------------------------- read replicas (3.13)
+
+# 3.13 added read replicas: ``SqlAlchemyStore(db_uri, read_db_uri=...)``, ``read_engine``,
+# and ``ManagedSessionMaker(read_only=...)``; the server passes the replica in
+# ``_MLFLOW_SERVER_READ_REPLICA_BACKEND_STORE``. Drop with 3.12.
+HAS_READ_REPLICAS: bool = "read_db_uri" in inspect.signature(SqlAlchemyStore.__init__).parameters
+
+
+def replica_kwargs(read_db_uri: str | None) -> dict:
+    """The read-replica argument of MLflow's store constructors, where MLflow has one."""
+    if HAS_READ_REPLICAS:
+        return {"read_db_uri": read_db_uri}
+    if read_db_uri:
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            f"Read replicas need MLflow 3.13 or newer; this is MLflow {mlflow.version.VERSION}.",
+            INVALID_PARAMETER_VALUE,
+        )
+    return {}
+
+
+def write_session(store):
+    """A session of the store's primary database, committed on exit."""
+    if HAS_READ_REPLICAS:
+        return store.ManagedSessionMaker(read_only=False)
+    return store.ManagedSessionMaker()
+
+
+def read_engine(store):
+    """The engine reads should use: the read replica's where there is one."""
+    return getattr(store, "read_engine", None) or store.engine
+
+
+# ---------------------------------------------------------------- server
+
+def alias_webhook_entity(name: str):
+    """The webhook entity stock's alias endpoints fire for ``name``, or ``None`` where they
+    fire none: MLflow has webhooks (and ``_is_prompt``) from 3.3, and fires them for prompt
+    aliases (``WebhookEntity.PROMPT_ALIAS``) from 3.5; 3.3–3.4 fire only for models. Drop the
+    fallbacks with 3.4."""
+    try:
+        from mlflow.entities.webhook import WebhookEntity
+        from mlflow.server.handlers import _is_prompt
+    except ImportError:
+        return None
+    if _is_prompt(name):
+        return getattr(WebhookEntity, "PROMPT_ALIAS", None)
+    return WebhookEntity.MODEL_VERSION_ALIAS
+
+
+# 3.5 added server-side jobs (scorers, prompt optimization) and their switch. Drop with 3.4.
+HAS_JOBS: bool = hasattr(_environment_variables, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+
+
+def job_execution_enabled() -> bool:
+    """Whether the server runs MLflow's jobs (never before 3.5)."""
+    return HAS_JOBS and bool(_environment_variables.MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get())
+
+
+def native_routes_possible(sgi_name: str | None) -> bool:
+    """Whether MLflow serves through its FastAPI app, where the native read routes live:
+    under uvicorn, which ``mlflow server`` runs from 3.4 (``_MLFLOW_SGI_NAME``, and
+    ``create_fastapi_app(flask_app)``). Before, gunicorn or waitress serve the Flask app and
+    every read is MLflow's Flask handler's. Drop with 3.3."""
+    if sgi_name != "uvicorn":
+        return False
+    try:
+        from mlflow.server import fastapi_app
+    except ImportError:  # 3.1–3.2
+        return False
+
+    return "flask_app" in inspect.signature(fastapi_app.create_fastapi_app).parameters

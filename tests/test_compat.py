@@ -1,0 +1,189 @@
+"""MLflow releases: the tested range is one fact (setup.cfg, the compatibility module, the
+docs), an MLflow outside it is told so, version differences live only in ``_compat``, and
+the seed flow works on whichever MLflow this environment has (CI runs this module on the
+latest patch of every minor of the range)."""
+
+from __future__ import annotations
+
+import ast
+import re
+import types
+import warnings
+from pathlib import Path
+
+import pytest
+
+import mlflow
+import mlflow.genai
+import mlflow.version
+from mlflow.exceptions import MlflowException
+
+import mlflow_prompt_alias_store
+from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
+from mlflow_prompt_alias_store import _compat
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(mlflow_prompt_alias_store.__file__).parent
+
+
+def _minor(text: str) -> tuple[int, int]:
+    major, minor = text.split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_one_tested_range_everywhere():
+    oldest, below = re.search(
+        r"^\s*mlflow>=([\d.]+),<([\d.]+)\s*$", (CHECKOUT / "setup.cfg").read_text(), re.M
+    ).groups()
+    assert _minor(oldest) == _compat.OLDEST_TESTED
+    assert _minor(below) == (_compat.NEWEST_TESTED[0], _compat.NEWEST_TESTED[1] + 1)
+    assert _compat.TESTED_RANGE in (CHECKOUT / "README.md").read_text().strip().splitlines()[-1]
+    table = (CHECKOUT / "docs" / "compatibility.md").read_text()
+    assert _compat.TESTED_RANGE in table
+    for minor in range(_compat.OLDEST_TESTED[1], _compat.NEWEST_TESTED[1] + 1):
+        assert f"| 3.{minor} " in table, f"docs/compatibility.md has no row for 3.{minor}"
+
+
+@pytest.mark.every_minor
+def test_this_mlflow_is_in_the_tested_range():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _compat.check_tested_range() is None
+    assert _compat.OLDEST_TESTED <= _compat.mlflow_minor() <= _compat.NEWEST_TESTED
+
+
+@pytest.mark.parametrize("version", ["3.19.0", "3.19.0rc0", "4.0.0", "3.0.1", "2.22.1"])
+def test_an_mlflow_outside_the_range_is_told_which_range_is_tested(version):
+    with pytest.warns(RuntimeWarning) as caught:
+        message = _compat.check_tested_range(version)
+    assert message == str(caught[0].message)
+    assert f"MLflow {_compat.TESTED_RANGE}" in message and version in message
+
+
+def test_the_store_warns_at_start_on_an_untested_mlflow(sqlite_uri, monkeypatch):
+    monkeypatch.setattr(mlflow.version, "VERSION", "3.19.0")
+    with pytest.warns(RuntimeWarning, match=f"tested with MLflow {_compat.TESTED_RANGE}"):
+        PromptAliasRegistryStore(sqlite_uri)
+
+
+def test_an_internal_a_newer_mlflow_removed_names_the_range():
+    module = types.ModuleType("mlflow.utils.validation")
+    with pytest.raises(ImportError, match=f"tested with MLflow {_compat.TESTED_RANGE}") as e:
+        _compat._required(module, "_validate_alias_name", "_validate_model_alias_name")
+    assert "mlflow.utils.validation._validate_alias_name" in str(e.value)
+
+
+def _names(tree: ast.AST) -> set[str]:
+    """Dotted names and imported modules a module refers to."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            parts = [node.attr]
+            value = node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name):
+                found.add(".".join([value.id, *reversed(parts)]))
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_version_differences_live_only_in_the_compat_module():
+    version_probes = {"mlflow.version", "mlflow.__version__", "mlflow.version.VERSION",
+                      "importlib.metadata.version", "inspect.signature"}  # fmt: skip
+    offenders = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "_compat.py":
+            continue
+        used = _names(ast.parse(path.read_text())) & version_probes
+        if used:
+            offenders[str(path.relative_to(PACKAGE))] = sorted(used)
+    assert not offenders, f"MLflow version checks outside _compat.py: {offenders}"
+    # Every fallback names the release that changed it and when it can go.
+    source = (PACKAGE / "_compat.py").read_text()
+    assert len(re.findall(r"[Dd]rop (the \w+ )?(with|when)", source)) >= 8
+
+
+@pytest.mark.every_minor
+def test_seed_flow(sqlite_uri, stock_sqlite_uri):
+    """Register two versions, set, move and delete an alias, load by alias, read the history:
+    on the plugin the same as on stock MLflow, plus a journal."""
+    results = {}
+    for uri in (stock_sqlite_uri, sqlite_uri):
+        mlflow.set_tracking_uri(uri)
+        mlflow.genai.register_prompt(name="seed", template="Hello v1 {{name}}")
+        mlflow.genai.register_prompt(name="seed", template="Hello v2 {{name}}")
+        mlflow.genai.set_prompt_alias("seed", alias="production", version=1)
+        first = mlflow.genai.load_prompt("prompts:/seed@production").template
+        mlflow.genai.set_prompt_alias("seed", alias="production", version=2)
+        from conftest import reset_prompt_cache
+
+        reset_prompt_cache()
+        second = mlflow.genai.load_prompt("prompts:/seed@production").template
+        mlflow.genai.delete_prompt_alias("seed", alias="production")
+        reset_prompt_cache()
+        with pytest.raises(MlflowException) as gone:
+            mlflow.genai.load_prompt("prompts:/seed@production")
+        results[uri] = (first, second, gone.value.error_code)
+    assert results[sqlite_uri] == results[stock_sqlite_uri]
+    assert results[sqlite_uri][:2] == ("Hello v1 {{name}}", "Hello v2 {{name}}")
+    history = PromptAliasClient(tracking_uri=sqlite_uri).get_alias_history("seed")
+    assert [(e.action, e.from_version, e.to_version) for e in history] == [
+        ("delete", 2, None), ("move", 1, 2), ("set", None, 1),
+    ]  # fmt: skip
+
+
+@pytest.mark.skipif(_compat.HAS_READ_REPLICAS, reason="this MLflow has read replicas (3.13+)")
+def test_a_read_replica_before_mlflow_3_13_is_refused_clearly(sqlite_uri, tmp_path):
+    with pytest.raises(MlflowException, match="Read replicas need MLflow 3.13") as e:
+        PromptAliasRegistryStore(sqlite_uri, read_db_uri=f"sqlite:///{tmp_path / 'replica.db'}")
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_an_mlflow_that_cannot_import_with_this_sqlalchemy_is_explained():
+    error = ImportError("cannot import name 'FallbackAsyncAdaptedQueuePool' from 'sqlalchemy.pool'")
+    explained = _compat.explain_import_error(error)
+    assert "install 'sqlalchemy<2.1'" in str(explained) and mlflow.version.VERSION in str(explained)
+    other = ImportError("No module named 'psycopg2'")
+    assert _compat.explain_import_error(other) is other  # in the range: left alone
+
+
+def test_an_import_error_on_an_untested_mlflow_names_the_range(monkeypatch, mocker):
+    """What a user who forced MLflow 3.19 in sees when the store needs an internal it lacks."""
+    monkeypatch.setattr(mlflow.version, "VERSION", "3.19.0")
+    gone = ImportError("cannot import name '_validate_model_name' from 'mlflow.utils.validation'")
+    explained = _compat.explain_import_error(gone)
+    assert f"tested with MLflow {_compat.TESTED_RANGE}" in str(explained)
+    assert "3.19.0" in str(explained) and "_validate_model_name" in str(explained)
+    # Through the package's entry points, not only the helper.
+    import mlflow_prompt_alias_store._store.registry  # noqa: F401 (cached: forget it below)
+
+    mocker.patch.dict("sys.modules", {"mlflow_prompt_alias_store._store.registry": None})
+    monkeypatch.delitem(vars(mlflow_prompt_alias_store), "PromptAliasRegistryStore", raising=False)
+    from mlflow_prompt_alias_store._builders import registry_store
+
+    for load in (lambda: registry_store("prompt-alias+sqlite:///x.db"),
+                 lambda: mlflow_prompt_alias_store.PromptAliasRegistryStore):  # fmt: skip
+        with pytest.raises(ImportError, match=f"tested with MLflow {_compat.TESTED_RANGE}"):
+            load()
+
+
+@pytest.mark.every_minor
+def test_rollback_and_set_if_reach_this_process_prompt_cache(sqlite_uri):
+    """Like stock's set_prompt_alias, the beyond-stock writes evict this process's cached load
+    of the alias (MLflow 3.8+ caches loads by alias; before, they are never cached)."""
+    mlflow.set_tracking_uri(sqlite_uri)
+    for i in (1, 2, 3):
+        mlflow.genai.register_prompt(name="cached", template=f"v{i} {{{{q}}}}")
+    mlflow.genai.set_prompt_alias("cached", alias="production", version=1)
+    mlflow.genai.set_prompt_alias("cached", alias="production", version=2)
+    assert mlflow.genai.load_prompt("prompts:/cached@production").version == 2  # now cached
+    client = PromptAliasClient()
+    client.rollback_alias("cached", "production")
+    assert mlflow.genai.load_prompt("prompts:/cached@production").version == 1
+    client.set_alias_if("cached", "production", version=3, expected_version=1)
+    assert mlflow.genai.load_prompt("prompts:/cached@production").version == 3
