@@ -10,6 +10,8 @@ version. docs/compatibility.md has the resulting feature table.
 from __future__ import annotations
 
 import inspect
+import os
+import sys
 import warnings
 
 import mlflow.version
@@ -244,16 +246,40 @@ def job_execution_enabled() -> bool:
     return HAS_JOBS and bool(_environment_variables.MLFLOW_SERVER_ENABLE_JOB_EXECUTION.get())
 
 
-def native_routes_possible(sgi_name: str | None) -> bool:
-    """Whether MLflow serves through its FastAPI app, where the native read routes live:
-    under uvicorn, which ``mlflow server`` runs from 3.4 (``_MLFLOW_SGI_NAME``, and
-    ``create_fastapi_app(flask_app)``). Before, gunicorn or waitress serve the Flask app and
-    every read is MLflow's Flask handler's. Drop with 3.3."""
-    if sgi_name != "uvicorn":
-        return False
+# 3.4 made MLflow's FastAPI wrapper take the Flask app to wrap (and say which server runs in
+# ``_MLFLOW_SGI_NAME``): the native read routes go into that wrapper. Drop with 3.3.
+def _fastapi_app():
+    """MLflow's FastAPI wrapper module (imported only by the server: it builds an app when
+    imported), or ``None`` before 3.3."""
     try:
         from mlflow.server import fastapi_app
-    except ImportError:  # 3.1–3.2
-        return False
+    except ImportError:  # 3.1–3.2: gunicorn or waitress serve the Flask app
+        return None
+    return fastapi_app
 
-    return "flask_app" in inspect.signature(fastapi_app.create_fastapi_app).parameters
+
+def has_native_routes() -> bool:
+    """Whether MLflow's FastAPI wrapper takes the Flask app to wrap (3.4+)."""
+    module = _fastapi_app()
+    return module is not None and "flask_app" in inspect.signature(module.create_fastapi_app).parameters
+
+
+def asgi_app(flask_app):
+    """MLflow's FastAPI app around ``flask_app`` when ``mlflow server`` serves it with
+    uvicorn, else ``None`` (gunicorn, waitress: the Flask app is served as it is).
+
+    From 3.4 MLflow says which server runs and its wrapper takes the app. 3.3 made uvicorn the
+    default without either: it hands an ``--app-name`` factory's Flask app to uvicorn, which
+    cannot serve it, so under 3.3's uvicorn (the one of the three servers imported in this
+    process) the app is MLflow's module-level wrapper, which wraps MLflow's global Flask app,
+    the one ``create_app`` extends by default. Drop with 3.3.
+    """
+    if has_native_routes():
+        if os.environ.get("_MLFLOW_SGI_NAME") == "uvicorn":
+            return _fastapi_app().create_fastapi_app(flask_app)
+        return None
+    module = _fastapi_app()
+    servers = {"uvicorn", "gunicorn", "waitress"} & sys.modules.keys()
+    if module is not None and servers == {"uvicorn"} and flask_app is module.flask_app:
+        return module.create_fastapi_app()
+    return None

@@ -22,6 +22,8 @@ import mlflow_prompt_alias_store
 from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
 from mlflow_prompt_alias_store import _compat
 
+from conftest import FRESH
+
 CHECKOUT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(mlflow_prompt_alias_store.__file__).parent
 
@@ -187,3 +189,30 @@ def test_rollback_and_set_if_reach_this_process_prompt_cache(sqlite_uri):
     assert mlflow.genai.load_prompt("prompts:/cached@production").version == 1
     client.set_alias_if("cached", "production", version=3, expected_version=1)
     assert mlflow.genai.load_prompt("prompts:/cached@production").version == 3
+
+
+@pytest.mark.every_minor
+@pytest.mark.server
+def test_the_server_extension_on_this_mlflow(sqlite_uri, tmp_path):
+    """``mlflow server --app-name prompt-alias`` under this MLflow's default server (gunicorn
+    up to 3.2, uvicorn from 3.3): stock's client through it, the extension's endpoints, the
+    page."""
+    import requests
+
+    from _server import mlflow_server
+
+    with mlflow_server(sqlite_uri, tmp_path, "--app-name", "prompt-alias", workers=2) as (url, _):
+        mlflow.set_tracking_uri(url)
+        mlflow.genai.register_prompt(name="served", template="v1 {{q}}")
+        mlflow.genai.register_prompt(name="served", template="v2 {{q}}")
+        mlflow.genai.set_prompt_alias("served", alias="production", version=1)
+        mlflow.genai.set_prompt_alias("served", alias="production", version=2)
+        assert mlflow.genai.load_prompt("prompts:/served@production", **FRESH).version == 2
+        client = PromptAliasClient(url)
+        assert client.rollback_alias("served", "production").to_version == 1
+        assert mlflow.genai.load_prompt("prompts:/served@production", **FRESH).template == "v1 {{q}}"
+        assert [e.action for e in client.get_alias_history("served")] == ["rollback", "move", "set"]
+        page = requests.get(url + "/prompt-alias/prompt", params={"name": "served"}, timeout=30)
+        assert page.status_code == 200 and "production" in page.text
+        stock_ui = requests.get(url + "/", timeout=30)
+        assert stock_ui.status_code == 200

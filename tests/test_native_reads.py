@@ -22,9 +22,7 @@ from conftest import supported_kwargs
 from mlflow_prompt_alias_store import _compat
 
 # MLflow's FastAPI app takes the Flask app to wrap from 3.4; before, there are no native routes.
-needs_native_routes = pytest.mark.skipif(
-    not _compat.native_routes_possible("uvicorn"), reason="native read routes are MLflow 3.4+"
-)
+needs_native_routes = pytest.mark.skipif(not _compat.has_native_routes(), reason="native read routes are MLflow 3.4+")
 
 API = "/api/2.0/mlflow"
 

@@ -12,7 +12,7 @@ from flask import Flask
 from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import _add_static_prefix
 
-from mlflow_prompt_alias_store._compat import job_execution_enabled, native_routes_possible
+from mlflow_prompt_alias_store._compat import asgi_app, has_native_routes, job_execution_enabled
 from mlflow_prompt_alias_store._server import web
 from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
 from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
@@ -86,14 +86,13 @@ def create_app(app: Flask = mlflow_app):
     web.register(app)
     _explain_job_execution()
 
-    if native_routes_possible(os.environ.get("_MLFLOW_SGI_NAME")):
-        from mlflow.server.fastapi_app import create_fastapi_app
-
+    fastapi_app = asgi_app(app)
+    if fastapi_app is None:
+        return app
+    _set_tcp_nodelay_on_inherited_listeners()
+    if has_native_routes():
         # Starlette is only needed (and only imported) when MLflow serves through uvicorn.
         from mlflow_prompt_alias_store._server import native_reads
 
-        _set_tcp_nodelay_on_inherited_listeners()
-        fastapi_app = create_fastapi_app(app)
         native_reads.install(fastapi_app)
-        return fastapi_app
-    return app
+    return fastapi_app
