@@ -69,9 +69,9 @@ def check_tested_range(version: str | None = None) -> str | None:
     range, naming it; returns the message, or ``None`` inside the range.
 
     setup.cfg caps the range, so this is reached only by an install that overrode it
-    (``--no-deps``, a source checkout, a pinned environment upgraded around the plugin).
-    Every internal this package uses is looked up below; one that a newer MLflow removed
-    fails at import with a message naming the range instead of a bare ImportError.
+    (``--no-deps``, a source checkout, a pinned environment upgraded around the plugin). An
+    internal that such an MLflow lacks fails at import instead, with an ImportError naming the
+    range (``_required`` below, ``explain_import_error`` at the package's entry points).
     """
     version = version or mlflow.version.VERSION
     if OLDEST_TESTED <= mlflow_minor(version) <= NEWEST_TESTED:
