@@ -8,10 +8,22 @@ import traceback
 import warnings
 
 
+_current_uri = None
+
+
 def _client(uri: str):
+    """MLflow on ``uri``. A worker serves test after test: moving to another database, it
+    lets go of the last one's stores and connections (before MLflow 3.8 every store has an
+    engine of its own, which would otherwise keep its connections open)."""
+    global _current_uri
     warnings.filterwarnings("ignore")
     import mlflow
 
+    if _current_uri not in (None, uri):
+        from conftest import _reset_mlflow_caches
+
+        _reset_mlflow_caches()
+    _current_uri = uri
     mlflow.set_tracking_uri(uri)
     return mlflow
 

@@ -3,6 +3,7 @@ variable), migrated once and copied per test, and a clean MLflow state between t
 
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import shutil
@@ -77,6 +78,9 @@ def _reset_mlflow_caches() -> None:
 
     tracking_utils._tracking_store_registry._get_store_with_resolved_uri.cache_clear()
     registry_utils._get_store_registry()._get_store_with_resolved_uri.cache_clear()
+    # Before MLflow 3.8 a registry store's engine is its own, in no map: collected with the
+    # store, its connections close (else they pile up to PostgreSQL's connection limit).
+    gc.collect()
     # Engines cached per URI: per store class from MLflow 3.8, the tracking store's map before.
     for cls, name in [(RegistryStore, "_engine_map"), (TrackingStore, "_engine_map"),
                       (TrackingStore, "_db_uri_sql_alchemy_engine_map")]:  # fmt: skip
