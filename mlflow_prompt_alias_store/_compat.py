@@ -174,6 +174,11 @@ def same_workspace(left, right):
     return left.c.workspace == right.c.workspace if HAS_WORKSPACES else true()
 
 
+def workspace_columns(table) -> list:
+    """``[table.c.workspace]``, or nothing before 3.10."""
+    return [table.c.workspace] if HAS_WORKSPACES else []
+
+
 def workspace_kwargs(workspace) -> dict:
     """Keyword arguments for a workspace column or entity field (none before 3.10)."""
     return {"workspace": workspace} if HAS_WORKSPACES else {}

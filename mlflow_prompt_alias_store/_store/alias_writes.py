@@ -23,6 +23,7 @@ from mlflow_prompt_alias_store._compat import (
     validate_alias_name,
     validate_alias_name_reserved,
     validate_model_version,
+    workspace_columns,
     workspace_kwargs,
 )
 from mlflow_prompt_alias_store._entities import AliasEvent
@@ -63,8 +64,10 @@ class AliasWritesMixin:
         name = journal.name
         connection = session.connection()
         versions, aliases = SqlModelVersion.__table__, SqlRegisteredModelAlias.__table__
+        # The version's key (its workspace from MLflow 3.10), not the whole row: this is the
+        # hot path of every set.
         found = connection.execute(
-            select(versions).where(
+            select(versions.c.name, *workspace_columns(versions)).where(
                 versions.c.name == name,
                 versions.c.version == version,
                 versions.c.current_stage != STAGE_DELETED_INTERNAL,

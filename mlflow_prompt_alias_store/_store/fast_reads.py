@@ -40,12 +40,12 @@ from mlflow.store.model_registry.dbmodels.models import (
 )
 
 from mlflow_prompt_alias_store._compat import (
-    HAS_WORKSPACES,
     REGISTERED_MODEL_ALIAS_LATEST,
     active_workspace,
     in_workspace,
     read_engine,
     same_workspace,
+    workspace_columns,
     workspace_kwargs,
 )
 
@@ -129,7 +129,7 @@ _MODEL_WITH_LATEST = (
         _RM.c.creation_time.label("rm_creation_time"),
         _RM.c.last_updated_time.label("rm_last_updated_time"),
         _RM.c.description.label("rm_description"),
-        *([_RM.c.workspace.label("rm_workspace")] if HAS_WORKSPACES else []),
+        *(c.label("rm_workspace") for c in workspace_columns(_RM)),
         *_MV.c,
     )
     .select_from(
