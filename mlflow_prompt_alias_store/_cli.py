@@ -9,13 +9,15 @@ from typing import Any, Callable, Sequence
 
 import click
 
+from mlflow_prompt_alias_store._text import printable
 from mlflow_prompt_alias_store._uri import redact
 
 _TRACKING_URI = click.option(
     "--tracking-uri",
     envvar="MLFLOW_TRACKING_URI",
     required=True,
-    help="A prompt-alias+<database URL> URI (default: $MLFLOW_TRACKING_URI).",
+    help="A prompt-alias+<database URL> URI, or the http(s):// address of `mlflow server "
+    "--app-name prompt-alias` (default: $MLFLOW_TRACKING_URI).",
 )
 _OUTPUT = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
@@ -23,14 +25,13 @@ _OUTPUT = click.option(
 
 
 def _fail(e: Exception) -> None:
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(e, MlflowException):
+    # An MlflowException, or the CLI's own transport's ServerError: both carry the code.
+    if isinstance(getattr(e, "error_code", None), str) and isinstance(getattr(e, "message", None), str):
         # Errors relayed by a server already start with their code.
         message = e.message if e.message.startswith(f"{e.error_code}: ") else f"{e.error_code}: {e.message}"
     else:
         message = f"{type(e).__name__}: {e}"
-    click.echo(f"Error: {' '.join(message.split())}", err=True)
+    click.echo(f"Error: {printable(' '.join(message.split()))}", err=True)
     sys.exit(1)
 
 
@@ -51,7 +52,8 @@ def _format_time(ms: int | None) -> str:
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+    """Aligned columns; stored strings are shown with their control characters escaped."""
+    cells = [[printable(c) for c in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
@@ -166,6 +168,14 @@ def history(name, alias, max_results, page_token, tracking_uri, output) -> None:
 
 
 def _client(tracking_uri: str):
+    """The client for ``tracking_uri``: against a server, without importing MLflow (over a
+    second of a call's time) unless MLflow's own client is needed (``http.applies``)."""
+    from mlflow_prompt_alias_store._client import http
+
+    if http.applies(tracking_uri):
+        from mlflow_prompt_alias_store._client.rest import RestAliasBackend
+
+        return RestAliasBackend(tracking_uri, http.LightTransport(tracking_uri))
     from mlflow_prompt_alias_store._client.client import PromptAliasClient
 
     return PromptAliasClient(tracking_uri)
@@ -239,7 +249,7 @@ def set_if(name, alias, version, expected, tracking_uri, output) -> None:
         if output == "json":
             click.echo(json.dumps({"events": [], "next_page_token": None}))
         else:
-            click.echo(f"{alias} of {name} already points to version {version}; nothing changed")
+            click.echo(printable(f"{alias} of {name} already points to version {version}; nothing changed"))
         return
     _echo_events([event], None, output)
 
@@ -278,7 +288,7 @@ def unprotect(alias, tracking_uri, output) -> None:
     if output == "json":
         click.echo(json.dumps({"alias": alias, "protected": False}))
     else:
-        click.echo(f"{alias} is no longer protected")
+        click.echo(printable(f"{alias} is no longer protected"))
 
 
 @cli.command()

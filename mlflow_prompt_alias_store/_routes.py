@@ -20,3 +20,9 @@ PROTECTION_HISTORY = f"{_API}/protection-history"
 
 # The web page of alias timelines.
 PAGE = "/prompt-alias/"
+
+# The command that serves all of the above and the rest of MLflow (README, quickstart).
+START_COMMAND = (
+    "mlflow server --app-name prompt-alias --backend-store-uri <database URL> "
+    "--registry-store-uri prompt-alias+<database URL>"
+)

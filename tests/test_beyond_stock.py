@@ -134,7 +134,7 @@ def test_set_alias_if(client, plugin_uri):
         "INVALID_PARAMETER_VALUE", "reserved")  # fmt: skip
     _raises_unchanged(
         plugin_uri, lambda: client.set_alias_if("qa", "production", version=1, expected_version=-4),
-        "INVALID_PARAMETER_VALUE", "expected_version must be a positive")  # fmt: skip
+        "INVALID_PARAMETER_VALUE", r"expected_version \(a version number, or None\) must be from 1")  # fmt: skip
     _raises_unchanged(
         plugin_uri, lambda: client.set_alias_if("ghost", "production", version=1, expected_version=None),
         "RESOURCE_DOES_NOT_EXIST", "ghost")  # fmt: skip

@@ -51,7 +51,8 @@ REQUESTS = [
     ("GET", "registered-models/alias", [("name", "qa_prompt")], False),
     ("GET", "registered-models/alias", [("name", "qa_prompt"), ("alias", "bad alias")], False),
     ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "2")], True),
-    ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "02")], True),
+    # Another spelling of 2: stock reads it (before MLflow 3.16 the database compares it).
+    ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "02")], False),
     ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "1")], False),  # deleted
     ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "99")], False),
     ("GET", "model-versions/get", [("name", "qa_prompt"), ("version", "x")], False),

@@ -4,6 +4,7 @@ routes and UI still served, the app client entry point, and webhooks."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import threading
@@ -102,11 +103,26 @@ BAD_REQUESTS = [
     ("post", "set-if", {"name": "err", "alias": "production", "version": 2}, 400, "INVALID_PARAMETER_VALUE",
      "expected_version"),
     ("post", "set-if", {"name": "err", "alias": "production", "version": "two", "expected_version": 1}, 400,
-     "INVALID_PARAMETER_VALUE", "expected an integer"),
+     "INVALID_PARAMETER_VALUE", "integer"),
     ("post", "set-if", {"name": "err", "alias": "production", "version": 2.5, "expected_version": 1}, 400,
-     "INVALID_PARAMETER_VALUE", "expected an integer"),
+     "INVALID_PARAMETER_VALUE", "expected a version number"),
     ("post", "set-if", {"name": "err", "alias": "production", "version": True, "expected_version": 1}, 400,
+     "INVALID_PARAMETER_VALUE", "expected a version number"),
+    # Out of every database's range: the same 400 on each (not 500, not SQL text).
+    *(("post", "set-if", {"name": "err", "alias": "production", "version": v, "expected_version": 1}, 400,
+       "INVALID_PARAMETER_VALUE", "version must be from 1 to 2147483647")
+      for v in (10**30, 2**63, 2**31, "99999999999999999999", 0, -1)),
+    ("post", "set-if", {"name": "err", "alias": "production", "version": 2, "expected_version": 2**63}, 400,
+     "INVALID_PARAMETER_VALUE", "expected_version"),
+    ("get", "resolve-at", {"name": "err", "alias": "production", "timestamp_ms": str(2**63)}, 400,
+     "INVALID_PARAMETER_VALUE", "timestamp_ms must be from 0 to 9223372036854775807"),
+    ("get", "resolve-at", {"name": "err", "alias": "production", "timestamp_ms": " 5 "}, 400,
      "INVALID_PARAMETER_VALUE", "expected an integer"),
+    ("get", "history", {"name": "err", "max_results": "\u0661"}, 400, "INVALID_PARAMETER_VALUE",
+     "expected an integer"),
+    *(("get", "history", {"name": "err", "page_token": base64.urlsafe_b64encode(
+        json.dumps({"before": before}).encode()).decode()}, 400, "INVALID_PARAMETER_VALUE", "page token")
+      for before in (2**63, 2**31, 0, "5", None)),
     ("post", "set-if", {"name": "err", "alias": "production", "version": 2, "expected_version": 3}, 409,
      "ABORTED", "points to version 1"),
     ("post", "set-if", {"name": "err", "alias": "production", "version": 9, "expected_version": 1}, 404,
@@ -356,7 +372,7 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
     # Without any prompt-alias+ store, the app's endpoints say which option to give.
     with mlflow_server(f"sqlite:///{db}", tmp_path, "--app-name", "prompt-alias") as (stock_url, _):
         r = requests.get(stock_url + API + "/history", params={"name": "split"})
-        _error(r, 500, "INVALID_STATE", "--registry-store-uri prompt-alias+")
+        _error(r, 501, "NOT_IMPLEMENTED", "--registry-store-uri prompt-alias+")
 
 
 @pytest.mark.parametrize(

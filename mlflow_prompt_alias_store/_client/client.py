@@ -18,15 +18,21 @@ from mlflow_prompt_alias_store._uri import SCHEME_PREFIX
 def _resolve_store(tracking_uri: str | None):
     """The ``PromptAliasRegistryStore`` behind ``tracking_uri`` (or the current one), or a
     REST backend with the same methods for an ``http(s)://`` server running the app."""
-    from mlflow.tracking._model_registry.utils import _get_store, _resolve_registry_uri
+    registry_uri = tracking_uri
+    if not registry_uri:
+        from mlflow.tracking._model_registry.utils import _resolve_registry_uri
 
-    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
-
-    registry_uri = tracking_uri or _resolve_registry_uri()
+        registry_uri = _resolve_registry_uri()
     if registry_uri and registry_uri.startswith(("http://", "https://")):
+        # Neither MLflow's tracking stack nor this package's SQL store is needed for a server.
         from mlflow_prompt_alias_store._client.rest import RestAliasBackend
 
         return RestAliasBackend(registry_uri)
+
+    from mlflow.tracking._model_registry.utils import _get_store
+
+    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+
     if not registry_uri or not registry_uri.startswith(SCHEME_PREFIX):
         raise MlflowException(
             f"PromptAliasClient needs a {SCHEME_PREFIX}<database URL> tracking URI, or the "

@@ -1,15 +1,18 @@
 """The HTTP side of ``PromptAliasClient``: the same methods as the store, over the REST
-endpoints of ``mlflow server --app-name prompt-alias``."""
+endpoints of ``mlflow server --app-name prompt-alias``.
+
+The requests go through a transport: MLflow's own client (``MlflowTransport``, what
+``PromptAliasClient`` uses: MLflow's errors, plugins and auth providers), or the CLI's
+``http.LightTransport``, which answers without importing MLflow. Nothing here imports MLflow
+until ``MlflowTransport`` is used.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from mlflow.store.entities.paged_list import PagedList
-from mlflow.utils.credentials import get_default_host_creds
-from mlflow.utils.rest_utils import http_request, verify_rest_response
-
 from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._client.http import not_served
 from mlflow_prompt_alias_store._entities import (
     AliasAssignment,
     AliasEvent,
@@ -18,30 +21,59 @@ from mlflow_prompt_alias_store._entities import (
 )
 
 
-class RestAliasBackend:
-    """Talks to a server running the ``prompt-alias`` app; errors come back as the same
-    ``MlflowException`` error codes the store raises in-process."""
+class MlflowTransport:
+    """MLflow's ``http_request``: its credentials, retries and errors (``MlflowException``
+    with the server's error code); a server without the app is ``NOT_IMPLEMENTED``."""
 
     def __init__(self, tracking_uri: str) -> None:
-        self.store_uri = tracking_uri
+        from mlflow.utils.credentials import get_default_host_creds
+
+        self.tracking_uri = tracking_uri
         self._host_creds = get_default_host_creds(tracking_uri)
 
-    def _call(self, endpoint: str, method: str, **kwargs) -> dict[str, Any]:
+    def call(self, endpoint: str, method: str, **kwargs) -> dict[str, Any]:
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        from mlflow_prompt_alias_store._errors import NotServedError
+
         response = http_request(self._host_creds, endpoint, method, **kwargs)
+        if response.status_code == 404:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if (message := not_served(self.tracking_uri, endpoint, 404, body)) is not None:
+                raise NotServedError(message)
         verify_rest_response(response, endpoint)
         return response.json()
 
+    @staticmethod
+    def page(items, token: str | None):
+        from mlflow.store.entities.paged_list import PagedList
+
+        return PagedList(items, token)
+
+
+class RestAliasBackend:
+    """Talks to a server running the ``prompt-alias`` app; errors come back as the same
+    error codes the store raises in-process."""
+
+    def __init__(self, tracking_uri: str, transport=None) -> None:
+        self.store_uri = tracking_uri
+        self._transport = transport or MlflowTransport(tracking_uri)
+
     def _get(self, endpoint: str, **params) -> dict[str, Any]:
-        return self._call(endpoint, "GET", params={k: v for k, v in params.items() if v is not None})
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._transport.call(endpoint, "GET", params=params)
 
     def _post(self, endpoint: str, **body) -> dict[str, Any]:
-        return self._call(endpoint, "POST", json=body)
+        return self._transport.call(endpoint, "POST", json=body)
 
     def get_alias_history(self, name, alias=None, max_results=100, page_token=None):
         data = self._get(routes.HISTORY, name=name, alias=alias, max_results=max_results,
                          page_token=page_token)  # fmt: skip
         events = [AliasEvent.from_dict(e) for e in data.get("events", [])]
-        return PagedList(events, data.get("next_page_token"))
+        return self._transport.page(events, data.get("next_page_token"))
 
     def resolve_alias_at(self, name, alias, timestamp_ms):
         return self._get(routes.RESOLVE_AT, name=name, alias=alias, timestamp_ms=timestamp_ms).get(

@@ -3,18 +3,26 @@ plus this package's REST endpoints and its web page of alias timelines."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 
-from flask import Flask
+from flask import Flask, request
 
+from mlflow.protos.model_registry_pb2 import (
+    DeleteModelVersion,
+    DeleteRegisteredModel,
+    DeleteRegisteredModelAlias,
+    SetRegisteredModelAlias,
+)
 from mlflow.server import app as mlflow_app
-from mlflow.server.handlers import _add_static_prefix
+from mlflow.server.handlers import HANDLERS, _add_static_prefix, _wrap_response
 
 from mlflow_prompt_alias_store._compat import asgi_app, has_native_routes, job_execution_enabled
 from mlflow_prompt_alias_store._server import web
 from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
+from mlflow_prompt_alias_store._store.transactions import recording_commits
 from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
 
 _logger = logging.getLogger(__name__)
@@ -74,6 +82,55 @@ def _explain_job_execution() -> None:
         )  # fmt: skip
 
 
+# ---------------------------------------------------------------- committed writes
+
+# MLflow's registry writes that this store journals and whose success answer is an empty
+# message. After the store commits, MLflow's handlers still read (``_is_prompt``: the model,
+# to pick a webhook) and deliver webhooks; a failure there (a lock timeout, a lost database
+# connection) made stock answer 5xx for a change that was made, and a client that retries
+# 5xx then repeats it.
+_COMMITTING_WRITES = (
+    SetRegisteredModelAlias,
+    DeleteRegisteredModelAlias,
+    DeleteModelVersion,
+    DeleteRegisteredModel,
+)
+
+
+def _committed_is_success(view, response_class):
+    """``view``, answering with its success message when its alias write committed and
+    something after the commit failed (the failure is logged)."""
+
+    @functools.wraps(view)
+    def answer(*args, **kwargs):
+        with recording_commits() as commits:
+            try:
+                response = view(*args, **kwargs)
+                failure = None if response.status_code < 400 else response.get_data(as_text=True)
+            except Exception as e:
+                if not commits:
+                    raise
+                failure = repr(e)
+        if failure is None or not commits:
+            return response
+        _logger.warning(
+            "%s %s: the change to %r committed; it is answered as a success, though this "
+            "failed after the commit: %s", request.method, request.path, commits[0], failure[:1000],
+        )  # fmt: skip
+        return _wrap_response(response_class())
+
+    return answer
+
+
+def _answer_committed_writes_as_success(app: Flask) -> None:
+    for request_class in _COMMITTING_WRITES:
+        endpoint = HANDLERS[request_class].__name__
+        if endpoint in app.view_functions:
+            app.view_functions[endpoint] = _committed_is_success(
+                app.view_functions[endpoint], request_class.Response
+            )
+
+
 # ---------------------------------------------------------------- the app
 
 
@@ -84,6 +141,7 @@ def create_app(app: Flask = mlflow_app):
     for path, handler, methods in ENDPOINTS:
         app.add_url_rule(_add_static_prefix(path), handler.__name__, handler, methods=methods)
     web.register(app)
+    _answer_committed_writes_as_success(app)
     _explain_job_execution()
 
     fastapi_app = asgi_app(app)

@@ -3,6 +3,8 @@ webhooks MLflow's own alias endpoints would fire. Paths come from ``_routes``.""
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
 from flask import Response, jsonify, request
@@ -15,6 +17,8 @@ from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._compat import alias_webhook_entity
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._server.context import registry_store as _store
+
+_logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------- request parsing
 
@@ -41,21 +45,34 @@ def _string(source: dict[str, Any], key: str, required: bool = True) -> str | No
     return value
 
 
-def _integer(source: dict[str, Any], key: str, required: bool = True, nullable: bool = False):
-    """An integer from JSON (a number or a string of digits, as MLflow sends versions)."""
-    if key not in source or (source[key] is None and not nullable):
+# A query parameter's integer: ASCII digits, as the page sizes and times MLflow's own
+# endpoints take (``int()`` would also take " 1 ", "1_0" and other scripts' digits).
+_DECIMAL = re.compile(r"-?[0-9]+")
+
+
+def _integer(source: dict[str, Any], key: str, required: bool = True) -> int | None:
+    """An integer parameter: a JSON integer or a string of ASCII digits."""
+    value = source.get(key)
+    if value is None:
         if required:
             raise _invalid(f"Missing value for required parameter '{key}'.")
         return None
-    value = source[key]
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise _invalid(f"Invalid value {value!r} for parameter '{key}': expected an integer.")
-    try:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _DECIMAL.fullmatch(value):
         return int(value)
-    except ValueError:
-        raise _invalid(f"Invalid value {value!r} for parameter '{key}': expected an integer.")
+    raise _invalid(f"Invalid value {value!r} for parameter '{key}': expected an integer.")
+
+
+def _version(source: dict[str, Any], key: str, nullable: bool = False) -> int | str | None:
+    """A version number: a JSON integer, or a string as MLflow's own alias endpoint takes it
+    (the store checks it with MLflow's check, so exactly the strings stock accepts pass)."""
+    if key not in source or (source[key] is None and not nullable):
+        raise _invalid(f"Missing value for required parameter '{key}'.")
+    value = source[key]
+    if value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise _invalid(f"Invalid value {value!r} for parameter '{key}': expected a version number.")
 
 
 def _event_json(event: AliasEvent | None) -> dict[str, Any] | None:
@@ -66,7 +83,15 @@ def _event_json(event: AliasEvent | None) -> dict[str, Any] | None:
 
 
 def _fire_alias_webhook(store, event: AliasEvent | None) -> None:
-    """The webhooks MLflow's own alias endpoints fire, for changes made through ours."""
+    """The webhooks MLflow's own alias endpoints fire, for changes made through ours. The
+    change has committed: a failure here is logged, never answered as the request's."""
+    try:
+        _deliver_alias_webhook(store, event)
+    except Exception:
+        _logger.warning("Alias webhook for %r not delivered", event, exc_info=True)
+
+
+def _deliver_alias_webhook(store, event: AliasEvent | None) -> None:
     entity = alias_webhook_entity(event.name) if event is not None else None
     if entity is None:
         return
@@ -127,8 +152,8 @@ def post_set_if() -> Response:
     event = store.set_alias_if(
         _string(body, "name"),
         _string(body, "alias"),
-        _integer(body, "version"),
-        _integer(body, "expected_version", nullable=True),
+        _version(body, "version"),
+        _version(body, "expected_version", nullable=True),
     )
     _fire_alias_webhook(store, event)
     return jsonify({"event": _event_json(event)})

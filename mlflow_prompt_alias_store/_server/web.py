@@ -1,7 +1,8 @@
 """The web page of alias timelines: every prompt with its aliases, and per prompt a timeline
 of which version each alias pointed to, the event list and a rollback button per alias.
 
-Rendered on the server with Jinja autoescaping (every user-supplied string is escaped); no
+Rendered on the server with Jinja autoescaping (every user-supplied string is escaped), and
+the stored strings shown as text through ``printable`` (control characters escaped); no
 external resources; GET requests only read.
 """
 
@@ -21,12 +22,14 @@ from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server.context import registry_store as _store
+from mlflow_prompt_alias_store._text import printable
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
 )
+_TEMPLATES.filters["printable"] = printable
 
 # Timeline geometry, in SVG user units.
 _WIDTH, _LABEL, _LANE = 900, 140, 34

@@ -30,7 +30,7 @@ class AdoptionMixin:
                 if last != current_version:
                     journal.append(alias, "baseline", last, current_version)
 
-            self._alias_write(name, write)
+            self._alias_write(name, write, record=False)
 
     def _latest_events_query(self):
         latest = (

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     ABORTED,
-    INVALID_PARAMETER_VALUE,
     RESOURCE_ALREADY_EXISTS,
     RESOURCE_DOES_NOT_EXIST,
 )
@@ -27,9 +26,14 @@ from mlflow_prompt_alias_store._compat import (
     workspace_kwargs,
 )
 from mlflow_prompt_alias_store._entities import AliasEvent
-from mlflow_prompt_alias_store._errors import AliasStateError
+from mlflow_prompt_alias_store._errors import AliasStateError, require_in_range
 from mlflow_prompt_alias_store._store.journal import Journal
-from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
+
+
+def _plain(given, number: int) -> bool:
+    """Whether a version was given as a number or its plain digits (``str(number)``)."""
+    return given is None or not isinstance(given, str) or given == str(number)
 
 
 class AliasWritesMixin:
@@ -54,9 +58,23 @@ class AliasWritesMixin:
             .with_for_update()
         ).scalar()
 
-    def _point_alias(self, session, journal: Journal, alias: str, version: int) -> bool:
+    def _lookup_version(self, session, name: str, version: int, given) -> SqlModelVersion:
+        """Stock's lookup of a live version, for stock's result or error. A version in
+        another spelling than its plain digits (" 1 ", "01", "١") is looked up as given:
+        MLflow up to 3.15 lets the database compare it (each database its own way), later
+        releases compare ``int(version)``. The plain spelling of a number a database column
+        can hold is looked up as a number, which every release's query finds (before 3.16
+        stock's own string comparison fails on PostgreSQL through psycopg 3; the store does
+        not copy that)."""
+        as_number = _plain(given, version) and -MAX_BIGINT - 1 <= version <= MAX_BIGINT
+        return self._get_sql_model_version(session, name, version if as_number else given)
+
+    def _point_alias(
+        self, session, journal: Journal, alias: str, version: int, given: int | str | None = None
+    ) -> bool:
         """Point ``alias`` at an existing ``version`` (the triggers journal it); False when
-        it already points there (and then nothing is written).
+        it already points there (and then nothing is written). ``given`` is the version as
+        the caller gave it, for stock's lookup when the version is not found.
 
         Core statements on the session's connection: with the lock and the commit, this is
         the whole write, and the ORM's per-statement cost was most of what it took.
@@ -64,17 +82,21 @@ class AliasWritesMixin:
         name = journal.name
         connection = session.connection()
         versions, aliases = SqlModelVersion.__table__, SqlRegisteredModelAlias.__table__
+        found = None
         # The version's key (its workspace from MLflow 3.10), not the whole row: this is the
-        # hot path of every set.
-        found = connection.execute(
-            select(versions.c.name, *workspace_columns(versions)).where(
-                versions.c.name == name,
-                versions.c.version == version,
-                versions.c.current_stage != STAGE_DELETED_INTERNAL,
-            )
-        ).first()
-        if found is None:  # stock's lookup, for stock's error
-            found = self._get_sql_model_version(session, name, version)
+        # hot path of every set (a version given as a number or its plain digits). Any other
+        # spelling, and a number no database column holds, is left to stock's lookup.
+        if _plain(given, version) and -MAX_BIGINT - 1 <= version <= MAX_BIGINT:
+            found = connection.execute(
+                select(versions.c.name, *workspace_columns(versions)).where(
+                    versions.c.name == name,
+                    versions.c.version == version,
+                    versions.c.current_stage != STAGE_DELETED_INTERNAL,
+                )
+            ).first()
+        if found is None:
+            found = self._lookup_version(session, name, version, given)
+            version = found.version
         existing = self._locked_alias(session, name, alias)
         if existing == version:
             return False
@@ -96,9 +118,9 @@ class AliasWritesMixin:
     def set_registered_model_alias(self, name, alias, version):
         """Point ``alias`` at ``version`` and journal it (``set`` or ``move``); a no-op, with
         no event, when the alias already points there. Stock validation and errors."""
-        version = self._validate_alias_target(name, alias, version)
+        number = self._validate_alias_target(name, alias, version)
         self._alias_write(name, lambda session, journal: self._point_alias(
-            session, journal, alias, version))  # fmt: skip
+            session, journal, alias, number, given=version))  # fmt: skip
 
     def delete_registered_model_alias(self, name, alias):
         """Remove ``alias`` (the triggers journal a ``delete``); deleting a missing alias is a
@@ -149,18 +171,17 @@ class AliasWritesMixin:
             MlflowException: ``ABORTED`` (nothing changed) when the alias is elsewhere;
                 stock's errors for bad input or a missing version.
         """
-        version = self._validate_alias_target(name, alias, version)
+        given, version = version, require_in_range(
+            "version", self._validate_alias_target(name, alias, version), 1, MAX_INTEGER
+        )
         if expected_version is not None:
-            expected_version = validate_model_version(expected_version)
-            if expected_version < 1:
-                raise MlflowException(
-                    f"expected_version must be a positive version number or None, got "
-                    f"{expected_version!r}.",
-                    INVALID_PARAMETER_VALUE,
-                )
+            expected_version = require_in_range(
+                "expected_version (a version number, or None)",
+                validate_model_version(expected_version), 1, MAX_INTEGER,
+            )  # fmt: skip
 
         def write(session, journal: Journal) -> AliasEvent | None:
-            self._get_sql_model_version(session, name, version)
+            target = self._lookup_version(session, name, version, given).version
             actual = self._locked_alias(session, name, alias)
             if actual != expected_version:
                 where = "does not exist" if actual is None else f"points to version {actual}"
@@ -173,7 +194,7 @@ class AliasWritesMixin:
                     "Nothing was changed.",
                     ABORTED,
                 )
-            return journal.latest() if self._point_alias(session, journal, alias, version) else None
+            return journal.latest() if self._point_alias(session, journal, alias, target) else None
 
         return self._alias_write(name, write)
 
@@ -225,11 +246,11 @@ class AliasWritesMixin:
     def delete_model_version(self, name, version):
         """Delete a version as stock MLflow does; the aliases it held go with it, journaled as
         ``delete`` events in the same transaction. A protected one is refused."""
-        version = validate_model_version(version)
+        given, version = version, validate_model_version(version)
 
         def write(session, journal: Journal) -> None:
             updated_time = get_current_time_millis()
-            sql_model_version = self._get_sql_model_version(session, name, version)
+            sql_model_version = self._lookup_version(session, name, version, given)
             journal.open()
             sql_registered_model = sql_model_version.registered_model
             sql_registered_model.last_updated_time = updated_time

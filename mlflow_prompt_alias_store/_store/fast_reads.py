@@ -9,8 +9,10 @@ with its latest versions takes two. The results are built as MLflow's own entity
 conversions build them, and equal stock's field by field.
 
 Anything unusual — ``latest``, an unknown name, alias or version, a model that is not a
-prompt, a version without the prompt tag — falls back to the stock implementation, so
-every error (class, code, message, and which check fires first) is exactly stock's.
+prompt, a version without the prompt tag, input the database refuses (a NUL byte on
+PostgreSQL, a version wider than the column) or a failing database — falls back to the
+stock implementation, so every error (class, code, and which check fires first) is exactly
+stock's; its message carries no SQL text (``_errors.sql_free_sessions``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import Integer, and_, bindparam, cast, func, literal, null, select, true, union_all
 
 from mlflow.entities.model_registry import (
@@ -48,6 +51,7 @@ from mlflow_prompt_alias_store._compat import (
     workspace_columns,
     workspace_kwargs,
 )
+from mlflow_prompt_alias_store._errors import DRIVER_VALUE_ERRORS
 
 _RM = SqlRegisteredModel.__table__
 _ALIAS = SqlRegisteredModelAlias.__table__
@@ -217,6 +221,16 @@ class FastReadsMixin:
             return engine.execution_options(isolation_level="AUTOCOMMIT")
         return engine
 
+    def _fast_query(self, read):
+        """``read(connection)`` on the fast-read engine; ``None`` when the database or its
+        driver refuses it (the caller then falls back to stock, which meets the same refusal
+        and reports it as stock does)."""
+        try:
+            with self._fast_read_engine.connect() as conn:
+                return read(conn)
+        except (sqlalchemy.exc.SQLAlchemyError, *DRIVER_VALUE_ERRORS):
+            return None
+
     def _resolve(self, name: Any, *, alias: Any = None, version: Any = None) -> _Resolved | None:
         """One registered model's version, by alias or by number, in one statement; ``None``
         when the model, alias or (non-deleted) version is missing."""
@@ -227,8 +241,9 @@ class FastReadsMixin:
             query, params["alias"] = _BY_ALIAS, alias
         else:
             query, params["version"] = _BY_VERSION, version
-        with self._fast_read_engine.connect() as conn:
-            rows = conn.execute(query, params).mappings().all()
+        rows = self._fast_query(lambda conn: conn.execute(query, params).mappings().all())
+        if rows is None:
+            return None
         mv_row, rm_tags, mv_tags, aliases = None, {}, [], []
         for row in rows:
             kind = row["kind"]
@@ -244,11 +259,25 @@ class FastReadsMixin:
 
     @staticmethod
     def _as_version_number(version: Any) -> int | None:
-        try:
-            number = int(str(version))
-        except (TypeError, ValueError):
+        """The version number if ``version`` is one in its plain spelling (an int, or its
+        digits as ``str(int)`` writes them), else ``None``. Other spellings (" 1 ", "01",
+        "١") go to stock: MLflow up to 3.15 lets the database read them, which answers
+        differently per database."""
+        if isinstance(version, bool) or not isinstance(version, (int, str)):
             return None
-        return number if number > 0 else None
+        try:
+            number = int(version)
+        except ValueError:
+            return None
+        return number if number > 0 and str(number) == str(version) else None
+
+    @staticmethod
+    def _spells_a_number(value: Any) -> bool:
+        try:
+            int(value)
+        except (TypeError, ValueError):
+            return False
+        return True
 
     # ------------------------------------------------------------------ prompts
 
@@ -260,6 +289,8 @@ class FastReadsMixin:
         number = self._as_version_number(version_or_alias)
         if number is not None:
             resolved = self._resolve(name, version=number)
+        elif self._spells_a_number(version_or_alias):
+            return None  # a version in another spelling: stock reads it
         elif str(version_or_alias).lower() != REGISTERED_MODEL_ALIAS_LATEST:
             resolved = self._resolve(name, alias=str(version_or_alias))
         else:
@@ -288,8 +319,7 @@ class FastReadsMixin:
         """
         if isinstance(name, str):
             params = {"workspace": active_workspace(self), "name": name}
-            with self._fast_read_engine.connect() as conn:
-                rows = conn.execute(_MODEL_AND_TAGS, params).all()
+            rows = self._fast_query(lambda conn: conn.execute(_MODEL_AND_TAGS, params).all()) or []
             tags = {row.key: row.value for row in rows if row.key is not None}
             if rows and tags.get(IS_PROMPT_TAG_KEY) == "true":
                 return Prompt(
@@ -308,12 +338,13 @@ class FastReadsMixin:
         if not isinstance(name, str):
             return None
         params = {"workspace": active_workspace(self), "name": name}
-        with self._fast_read_engine.connect() as conn:
+
+        def read(conn):
             rows = conn.execute(_MODEL_WITH_LATEST, params).mappings().all()
-            if not rows:
-                return None
-            extras = conn.execute(_MODEL_TAGS_AND_ALIASES, params).all()
-        return self._registered_model(rows, extras)
+            return (rows, conn.execute(_MODEL_TAGS_AND_ALIASES, params).all()) if rows else None
+
+        found = self._fast_query(read)
+        return None if found is None else self._registered_model(*found)
 
     def get_registered_model(self, name):
         """A registered model (or prompt) with its latest versions, tags and aliases in two

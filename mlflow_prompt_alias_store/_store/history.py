@@ -18,8 +18,9 @@ from mlflow.utils.validation import _validate_model_name
 from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._compat import validate_alias_name
 from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
+from mlflow_prompt_alias_store._errors import require_in_range
 from mlflow_prompt_alias_store._store.journal import to_entity
-from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
 
 HISTORY_MAX_RESULTS_LIMIT = 1000
 
@@ -31,7 +32,7 @@ def _encode_page_token(before_sequence: int) -> str:
 def _decode_page_token(token: str) -> int:
     try:
         value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INTEGER:
             return value
     except Exception:
         pass
@@ -66,16 +67,13 @@ class JournalReadsMixin:
         """
         _validate_model_name(name)
         validate_alias_name(alias)
-        if (
-            not isinstance(timestamp_ms, int)
-            or isinstance(timestamp_ms, bool)
-            or timestamp_ms < 0
-        ):
+        if not isinstance(timestamp_ms, int) or isinstance(timestamp_ms, bool):
             raise MlflowException(
-                f"timestamp_ms must be a non-negative integer (milliseconds since the epoch), "
-                f"got {timestamp_ms!r}.",
+                f"timestamp_ms must be an integer (milliseconds since the epoch), got "
+                f"{timestamp_ms!r}.",
                 INVALID_PARAMETER_VALUE,
             )
+        require_in_range("timestamp_ms", timestamp_ms, 0, MAX_BIGINT, " (milliseconds since the epoch)")
         with self.ManagedSessionMaker() as session:
             row = (
                 session

@@ -49,9 +49,19 @@ def is_transient(exc: BaseException | None) -> bool:
     return "database is locked" in message or "database table is locked" in message
 
 
+# The journal's actor columns hold this many characters; a longer name (a long basic-auth
+# user) is kept to its start rather than let the database refuse the write stock would make.
+ACTOR_MAX_LENGTH = SqlAliasEvent.actor.type.length
+
+
 def current_actor() -> str | None:
     """The HTTP basic-auth user of the request being served, else
-    ``MLFLOW_TRACKING_USERNAME``, else the OS user."""
+    ``MLFLOW_TRACKING_USERNAME``, else the OS user; at most ``ACTOR_MAX_LENGTH`` characters."""
+    actor = _actor()
+    return actor[:ACTOR_MAX_LENGTH] if actor is not None else None
+
+
+def _actor() -> str | None:
     if "flask" in sys.modules:  # only inside a server; never import flask for this
         from flask import has_request_context, request
 

@@ -25,6 +25,11 @@ Base = declarative_base()
 VERSION_TABLE = "alembic_version_prompt_alias"
 TABLE_PREFIX = "prompt_alias_"
 
+# The largest values the integer columns hold on every database: MLflow's version numbers
+# and our sequences are INTEGER (32-bit on PostgreSQL and MySQL), times BIGINT.
+MAX_INTEGER = 2**31 - 1
+MAX_BIGINT = 2**63 - 1
+
 # BIGINT autoincrement is not a rowid alias on SQLite; INTEGER PRIMARY KEY is.
 _BigIntId = BigInteger().with_variant(Integer, "sqlite")
 

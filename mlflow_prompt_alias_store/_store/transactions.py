@@ -3,9 +3,11 @@ lock conflicts. Every other write mixin runs its work through ``_alias_write``."
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from typing import Callable, TypeVar
+from contextvars import ContextVar
+from typing import Callable, Iterator, TypeVar
 
 import sqlalchemy
 
@@ -28,6 +30,22 @@ T = TypeVar("T")
 # pile-up of writers from retrying in lockstep, and bounds how long a caller can wait.
 _MAX_WRITE_ATTEMPTS = 5
 _BACKOFF_BASE_SECONDS = 0.05
+
+
+# The alias writes that committed while a caller listens (``recording_commits``): the server
+# answers a request whose write committed as the success it was, whatever fails after it.
+_COMMITS: ContextVar[list[str] | None] = ContextVar("prompt_alias_commits", default=None)
+
+
+@contextlib.contextmanager
+def recording_commits() -> Iterator[list[str]]:
+    """Collect, in this context, the names of the prompts whose alias writes commit."""
+    commits: list[str] = []
+    token = _COMMITS.set(commits)
+    try:
+        yield commits
+    finally:
+        _COMMITS.reset(token)
 
 
 class AliasTransactionsMixin:
@@ -68,6 +86,7 @@ class AliasTransactionsMixin:
         write: Callable[[object, Journal], T],
         action: str | None = None,
         lock: bool = True,
+        record: bool = True,
     ) -> T:
         """Run ``write(session, journal)`` in one transaction holding ``name``'s lock.
 
@@ -79,7 +98,8 @@ class AliasTransactionsMixin:
         row locks already order it (one DELETE); SQLite always takes its write lock first.
 
         Transient lock conflicts are retried with backoff; what is still failing after
-        ``_MAX_WRITE_ATTEMPTS`` is reported as ``TEMPORARILY_UNAVAILABLE``.
+        ``_MAX_WRITE_ATTEMPTS`` is reported as ``TEMPORARILY_UNAVAILABLE``. A commit is
+        noted for ``recording_commits`` unless ``record=False`` (the store's own baselines).
         """
         self._require_triggers()
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
@@ -90,7 +110,6 @@ class AliasTransactionsMixin:
                     journal = Journal(session, name, self.db_type, action)
                     result = write(session, journal)
                     journal.close()
-                    return result
             except MlflowException as e:
                 refusal = triggers.protection_refusal(e.__cause__)
                 if refusal is not None:
@@ -100,10 +119,15 @@ class AliasTransactionsMixin:
                 if attempt == _MAX_WRITE_ATTEMPTS:
                     raise MlflowException(
                         f"Alias write to '{name}' still conflicted with other writers after "
-                        f"{attempt} attempts; try again. Last error: {e.__cause__.orig}",
+                        f"{attempt} attempts; try again. Last error: "
+                        f"{getattr(e.__cause__, 'orig', e.__cause__)}",
                         TEMPORARILY_UNAVAILABLE,
                     ) from e
                 delay = _BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)
                 time.sleep(delay * (0.5 + random.random()))
+                continue
+            if record and (commits := _COMMITS.get()) is not None:
+                commits.append(name)
+            return result
         raise AssertionError("unreachable")
 

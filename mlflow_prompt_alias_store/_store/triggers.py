@@ -379,6 +379,24 @@ def _mysql_static() -> dict[str, str]:
         # (and its foreign-key check, a shared lock on the prompt's row) is through: taking
         # the counter's lock first would deadlock with a writer of this store, which holds
         # the prompt's row lock and then wants the counter.
+        # Under a case-insensitive collation (MySQL's and MariaDB's defaults) 'prod' and
+        # 'PROD' are one alias, and stock MLflow's set rewrites the row's spelling to each
+        # caller's (its merge updates the key). An alias keeps the spelling of its first
+        # event instead: a row created again takes its journal's spelling, and an update
+        # keeps the row's. So each alias has one spelling, in its row and in its journal.
+        f"{p}alias_spelling_insert": f"""
+CREATE TRIGGER {p}alias_spelling_insert BEFORE INSERT ON registered_model_aliases FOR EACH ROW
+BEGIN
+    SET NEW.alias = COALESCE((SELECT e.alias FROM prompt_alias_events AS e
+        WHERE e.name = NEW.name AND e.alias = NEW.alias ORDER BY e.sequence LIMIT 1), NEW.alias);
+END""",
+        f"{p}keep_alias_spelling": f"""
+CREATE TRIGGER {p}keep_alias_spelling BEFORE UPDATE ON registered_model_aliases FOR EACH ROW
+BEGIN
+    IF OLD.name = NEW.name AND OLD.alias = NEW.alias THEN
+        SET NEW.alias = OLD.alias;
+    END IF;
+END""",
         f"{p}guard_update": f"""
 CREATE TRIGGER {p}guard_update BEFORE UPDATE ON registered_model_aliases FOR EACH ROW
 BEGIN
