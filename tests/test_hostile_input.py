@@ -718,3 +718,31 @@ def test_case_variants_fail_as_stock_on_mariadb(mysql_databases, mysql_uri):
         assert all(len(s) == 1 for s in spelled.values()), spelled
     finally:
         pair.dispose()
+
+
+def test_a_server_answering_html_is_an_error_not_a_traceback(tmp_path):
+    """Something else at the address (a proxy's login page): the CLI says what answered."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Html(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(b"<html>Please log in</html>")
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Html)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        out, _ = _cli("history", "qa", "--tracking-uri", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1
+    assert "did not answer MLflow's JSON" in out.stderr and "Please log in" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

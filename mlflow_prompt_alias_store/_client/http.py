@@ -111,14 +111,14 @@ class LightTransport:
             body = None
         if (message := not_served(self.tracking_uri, endpoint, response.status_code, body)) is not None:
             raise ServerError("NOT_IMPLEMENTED", message)
-        if response.status_code != 200:
-            if isinstance(body, dict) and "error_code" in body:
-                raise ServerError(body["error_code"], str(body.get("message", "")))
-            raise ServerError(
-                f"HTTP {response.status_code}",
-                f"API request to endpoint {endpoint} failed: {response.text[:500]}",
-            )
-        return body
+        if response.status_code == 200 and isinstance(body, dict):
+            return body
+        if isinstance(body, dict) and "error_code" in body:
+            raise ServerError(body["error_code"], str(body.get("message", "")))
+        raise ServerError(
+            f"HTTP {response.status_code}",
+            f"API request to endpoint {endpoint} did not answer MLflow's JSON: {response.text[:500]}",
+        )
 
     @staticmethod
     def page(items, token: str | None) -> Page:
