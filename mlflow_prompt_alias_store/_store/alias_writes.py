@@ -31,9 +31,12 @@ from mlflow_prompt_alias_store._store.journal import Journal
 from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
 
 
-def _plain(given, number: int) -> bool:
-    """Whether a version was given as a number or its plain digits (``str(number)``)."""
-    return given is None or not isinstance(given, str) or given == str(number)
+def _by_number(given, number: int) -> bool:
+    """Whether to look a version up as ``number``: it was given as a number or as its plain
+    digits (``str(number)``), and a database column can hold it. Otherwise stock's lookup
+    gets it as given (``AliasWritesMixin._lookup_version``)."""
+    plain = given is None or not isinstance(given, str) or given == str(number)
+    return plain and -MAX_BIGINT - 1 <= number <= MAX_BIGINT
 
 
 class AliasWritesMixin:
@@ -66,8 +69,7 @@ class AliasWritesMixin:
         can hold is looked up as a number, which every release's query finds (before 3.16
         stock's own string comparison fails on PostgreSQL through psycopg 3; the store does
         not copy that)."""
-        as_number = _plain(given, version) and -MAX_BIGINT - 1 <= version <= MAX_BIGINT
-        return self._get_sql_model_version(session, name, version if as_number else given)
+        return self._get_sql_model_version(session, name, version if _by_number(given, version) else given)
 
     def _point_alias(
         self, session, journal: Journal, alias: str, version: int, given: int | str | None = None
@@ -86,7 +88,7 @@ class AliasWritesMixin:
         # The version's key (its workspace from MLflow 3.10), not the whole row: this is the
         # hot path of every set (a version given as a number or its plain digits). Any other
         # spelling, and a number no database column holds, is left to stock's lookup.
-        if _plain(given, version) and -MAX_BIGINT - 1 <= version <= MAX_BIGINT:
+        if _by_number(given, version):
             found = connection.execute(
                 select(versions.c.name, *workspace_columns(versions)).where(
                     versions.c.name == name,

@@ -258,26 +258,18 @@ class FastReadsMixin:
         return None if mv_row is None else _Resolved(mv_row, rm_tags, mv_tags, aliases)
 
     @staticmethod
-    def _as_version_number(version: Any) -> int | None:
-        """The version number if ``version`` is one in its plain spelling (an int, or its
-        digits as ``str(int)`` writes them), else ``None``. Other spellings (" 1 ", "01",
-        "١") go to stock: MLflow up to 3.15 lets the database read them, which answers
-        differently per database."""
+    def _as_version_number(version: Any) -> tuple[bool, int | None]:
+        """Whether ``version`` is a number at all, and the number if it is one in its plain
+        spelling (an int, or its digits as ``str(int)`` writes them) and positive. Other
+        spellings (" 1 ", "01", "١") go to stock: MLflow up to 3.15 lets the database read
+        them, which answers differently per database."""
         if isinstance(version, bool) or not isinstance(version, (int, str)):
-            return None
+            return False, None
         try:
             number = int(version)
         except ValueError:
-            return None
-        return number if number > 0 and str(number) == str(version) else None
-
-    @staticmethod
-    def _spells_a_number(value: Any) -> bool:
-        try:
-            int(value)
-        except (TypeError, ValueError):
-            return False
-        return True
+            return False, None
+        return True, (number if number > 0 and str(number) == str(version) else None)
 
     # ------------------------------------------------------------------ prompts
 
@@ -286,10 +278,10 @@ class FastReadsMixin:
         case is not the plain one (then the caller falls back to stock)."""
         if not isinstance(version_or_alias, (str, int)) or isinstance(version_or_alias, bool):
             return None
-        number = self._as_version_number(version_or_alias)
+        numeric, number = self._as_version_number(version_or_alias)
         if number is not None:
             resolved = self._resolve(name, version=number)
-        elif self._spells_a_number(version_or_alias):
+        elif numeric:
             return None  # a version in another spelling: stock reads it
         elif str(version_or_alias).lower() != REGISTERED_MODEL_ALIAS_LATEST:
             resolved = self._resolve(name, alias=str(version_or_alias))
@@ -397,7 +389,7 @@ class FastReadsMixin:
     def _fast_model_version(self, name: Any, version: Any) -> ModelVersion | None:
         """Stock's ``get_model_version`` result in one statement, or ``None`` for anything
         but the plain case (the caller falls back to stock)."""
-        number = self._as_version_number(version)
+        _, number = self._as_version_number(version)
         if number is None:
             return None
         resolved = self._resolve(name, version=number)
