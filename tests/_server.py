@@ -60,7 +60,14 @@ def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: i
             time.sleep(0.3)
         yield url, log_path
     finally:
-        os.killpg(proc.pid, 15)
+        from conftest import join_link_threads
+
+        # MLflow's prompt-to-experiment tagging threads finish against the live server (after
+        # it stops they would retry for minutes, holding MLflow's process-wide link lock).
+        try:
+            join_link_threads()
+        finally:
+            os.killpg(proc.pid, 15)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

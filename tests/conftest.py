@@ -7,6 +7,10 @@ import gc
 import inspect
 import os
 import shutil
+import sys
+import threading
+import time
+import traceback
 import uuid
 import warnings
 from pathlib import Path
@@ -95,13 +99,29 @@ def _reset_mlflow_caches() -> None:
     reset_prompt_cache()
 
 
+def join_link_threads(timeout: float = 120) -> None:
+    """Wait for MLflow's background threads that tag a registered or loaded prompt with the
+    active experiment (``link_prompt_to_experiment_thread-…``, one process-wide lock). Left
+    running, one that talks to a stopped server retries for minutes while holding that lock,
+    and a later test's ``delete_prompt`` waits on it."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith("link_prompt"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                stack = "".join(traceback.format_stack(sys._current_frames()[thread.ident]))
+                raise AssertionError(f"{thread.name} still running after {timeout} s:\n{stack}")
+
+
 @pytest.fixture(autouse=True)
 def clean_mlflow_state(monkeypatch, tmp_path):
-    """Every test starts with no tracking URI, empty store caches and its own cwd."""
+    """Every test starts with no tracking URI, empty store caches, no MLflow background
+    thread of an earlier test and its own cwd."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield
+    join_link_threads()
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     # MLflow also exports a set registry URI to the environment, where worker processes

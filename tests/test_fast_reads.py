@@ -20,7 +20,7 @@ from mlflow.utils.proto_json_utils import message_to_json
 from mlflow_prompt_alias_store import PromptAliasRegistryStore, _compat, parse_store_uri
 
 from _oracle import normalize
-from conftest import FRESH, supported_kwargs
+from conftest import FRESH, join_link_threads, supported_kwargs
 
 # CI runs these on every MLflow minor of the range (docs/compatibility.md).
 pytestmark = pytest.mark.every_minor
@@ -168,13 +168,6 @@ def _count(store):
     return statements
 
 
-def _join_link_threads():
-    # load_prompt links the prompt to the active experiment in a background thread.
-    for thread in threading.enumerate():
-        if thread.name.startswith("link_prompt"):
-            thread.join()
-
-
 @pytest.mark.parametrize(
     ("operation", "expected"),
     [
@@ -220,7 +213,7 @@ def test_client_statement_counts(sqlite_uri, mocker):
     sqlalchemy.event.listen(store.engine, "before_cursor_execute",
                             lambda conn, cursor, statement, *a: traced.append((threading.get_ident(), statement)))  # fmt: skip
     mlflow.genai.load_prompt("prompts:/text@production", **FRESH)
-    _join_link_threads()
+    join_link_threads()  # load_prompt links the prompt to the active experiment in a thread
     # One statement per read the client makes. MLflow 3.17: parse_prompt_uri resolves the
     # alias, load resolves it again, and the link thread reads the prompt (stock: 40
     # statements); MLflow 3.1 resolves the alias as a model version, then loads by number.

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import difflib
 import shutil
-import threading
 
 import pytest
 import requests
@@ -17,7 +16,7 @@ import mlflow.genai
 from mlflow import MlflowClient
 
 from _server import mlflow_server
-from conftest import supported_kwargs
+from conftest import join_link_threads, supported_kwargs
 
 from mlflow_prompt_alias_store import _compat
 
@@ -87,9 +86,7 @@ def _populate(uri: str) -> None:
     client.transition_model_version_stage("staged", 2, "Production")
     # MLflow tags prompts with the active experiment from background threads: let them finish
     # before the database is copied.
-    for thread in threading.enumerate():
-        if thread.name.startswith("link_prompt"):
-            thread.join()
+    join_link_threads()
 
 
 def _ask(url: str, method: str, path: str, query, _plain: bool = False) -> tuple:
