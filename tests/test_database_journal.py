@@ -10,6 +10,7 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from _journal_check import check_journal, read_state
 from _oracle import db_snapshot, schema_snapshot
 from _server import mlflow_server
 from conftest import FRESH, _reset_mlflow_caches
-from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore, _compat
+from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
 
 CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
 NOT_VIA = "(not via prompt-alias)"
@@ -174,6 +175,11 @@ def _stock_removals(uri: str):
         "SQL rename alias": lambda: _sql(uri, "UPDATE registered_model_aliases SET alias = 'p2' WHERE alias = 'production'"),
         "SQL delete prompt": lambda: _sql(uri, "DELETE FROM registered_models WHERE name = 'qa'"),
         "SQL rename prompt": lambda: _sql(uri, "UPDATE registered_models SET name = 'qa3' WHERE name = 'qa'"),
+        # What a stock server before 3.13 does (its version delete leaves the alias rows).
+        "SQL soft-delete version": lambda: _sql(
+            uri, "UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE name = 'qa' AND version = 2"),
+        "SQL delete version": lambda: _sql(uri, "DELETE FROM model_version_tags WHERE name = 'qa' AND version = 2",
+                                           "DELETE FROM model_versions WHERE name = 'qa' AND version = 2"),
     }  # fmt: skip
 
 
@@ -188,8 +194,12 @@ def test_protected_alias_survives_every_stock_and_sql_removal(plugin_uri):
         if isinstance(info.value, MlflowException):  # stock's wrapping: a client error, never retried
             assert info.value.error_code in ("BAD_REQUEST", "RESOURCE_ALREADY_EXISTS"), what
         assert db_snapshot(plugin_uri) == before, what
-    # Moving stays allowed, for stock writers too; unprotecting lifts the refusal.
+    # Moving stays allowed, for stock writers too, and frees the version it left (as the
+    # other versions always were); unprotecting lifts the refusal.
     SqlAlchemyStore(plain(plugin_uri)).set_registered_model_alias("qa", "production", 3)
+    _sql(plugin_uri, "UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE name = 'qa' AND version = 2")
+    _sql(plugin_uri, "DELETE FROM model_version_tags WHERE name = 'qa' AND version = 1",
+         "DELETE FROM model_versions WHERE name = 'qa' AND version = 1")
     PromptAliasClient(plugin_uri).unprotect_alias("production")
     SqlAlchemyStore(plain(plugin_uri)).delete_registered_model_alias("qa", "production")
     check_journal(plugin_uri)
@@ -240,10 +250,6 @@ def test_stock_server_cannot_remove_a_protected_alias(engine, request, tmp_path)
             ("DELETE", "registered-models/delete", {"name": "qa"}),
             ("POST", "registered-models/rename", {"name": "qa", "new_name": "qa2"}),
         ]
-        if _compat.mlflow_minor() < (3, 13):
-            # Before 3.13 a stock server's version delete compares the alias rows' integer
-            # versions with the request's string and removes no alias (docs/compatibility.md).
-            del requests_[1]
         for method, path, body in requests_:
             response = requests.request(method, f"{api}/{path}", json=body, timeout=30)
             assert 400 <= response.status_code < 500, (path, response.status_code, response.text)
@@ -369,6 +375,47 @@ def test_store_refuses_writes_while_triggers_are_missing_and_cannot_be_restored(
 
 
 # ---------------------------------------------------------------- MLflow's migrations, leaving
+
+
+def _trigger_identities(uri: str) -> dict[str, object]:
+    """Each of our triggers by name, with what changes when it is dropped and re-created."""
+    query = {
+        "sqlite": "SELECT name, rowid FROM sqlite_master WHERE type = 'trigger'",
+        "postgresql": "SELECT tgname, oid::text FROM pg_trigger WHERE NOT tgisinternal",
+        "mysql": "SELECT TRIGGER_NAME, CREATED FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
+    }  # fmt: skip
+    engine = sqlalchemy.create_engine(plain(uri))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sqlalchemy.text(query[engine.dialect.name])).all()
+    finally:
+        engine.dispose()
+    return {name: identity for name, identity in rows if name.startswith("prompt_alias_")}
+
+
+def test_an_upgrade_creates_the_missing_triggers_and_leaves_the_others_in_place(plugin_uri):
+    """Upgrading from a release without the version guards (the triggers on model_versions):
+    the next open adds them, and does not drop and re-create the others, which would leave
+    concurrent writers unjournaled for a moment where DDL commits by itself (MySQL)."""
+    _protected_production(plugin_uri)
+    before = _trigger_identities(plugin_uri)
+    guards = {name for name in before if "version_guard" in name or name.endswith(("_vu", "_vd"))}
+    assert guards
+    dialect = sqlalchemy.engine.make_url(plain(plugin_uri)).get_backend_name()
+    _sql(plugin_uri, *[
+        f"DROP TRIGGER {name} ON model_versions" if dialect == "postgresql" else f'DROP TRIGGER "{name}"'
+        if dialect == "sqlite" else f"DROP TRIGGER `{name}`" for name in sorted(guards)
+    ])  # fmt: skip
+    time.sleep(1.1)  # MySQL's CREATED has whole seconds on some servers
+
+    PromptAliasRegistryStore(plugin_uri)
+    after = _trigger_identities(plugin_uri)
+    assert set(after) == set(before)
+    assert {n: i for n, i in after.items() if n not in guards} == {n: i for n, i in before.items() if n not in guards}
+    with pytest.raises(Exception, match="alias 'production'.*is protected"):
+        _sql(plugin_uri, "UPDATE model_versions SET current_stage = 'Deleted_Internal' WHERE name = 'qa' AND version = 2")
+    assert [e.action for e in _events(plugin_uri)] == ["set"]  # nothing to explain: no baseline
+
 
 
 def _rebuild_alias_table(uri: str) -> None:

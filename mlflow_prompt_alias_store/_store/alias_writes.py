@@ -14,11 +14,17 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
-from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlRegisteredModelAlias
+from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlRegisteredModel,
+    SqlRegisteredModelAlias,
+)
 from mlflow.utils.time import get_current_time_millis
 from mlflow.utils.validation import _validate_model_name, _validate_model_renaming
 
 from mlflow_prompt_alias_store._compat import (
+    active_workspace,
+    in_workspace,
     validate_alias_name,
     validate_alias_name_reserved,
     validate_model_version,
@@ -27,8 +33,39 @@ from mlflow_prompt_alias_store._compat import (
 )
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._errors import AliasStateError, require_in_range
+from mlflow_prompt_alias_store._store import triggers
 from mlflow_prompt_alias_store._store.journal import Journal
 from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
+
+
+_ALIASES = SqlRegisteredModelAlias.__table__
+_MODELS = SqlRegisteredModel.__table__
+_P_NAME = sqlalchemy.bindparam("name")
+_P_ALIAS = sqlalchemy.bindparam("alias")
+_P_WORKSPACE = sqlalchemy.bindparam("workspace")
+
+# Whether the prompt exists (in the active workspace): the check of stock's delete, without
+# loading the row; stock's own lookup then only makes stock's error.
+_MODEL_EXISTS = select(_MODELS.c.name).where(_MODELS.c.name == _P_NAME, in_workspace(_MODELS, _P_WORKSPACE))
+
+# PostgreSQL: a whole alias delete in one round trip (stock's takes two, then the commit).
+# The DELETE sets the write context itself and its trigger journals the row; the same
+# statement says whether anything was deleted and whether the prompt exists.
+_PG_DELETED = (
+    sqlalchemy.delete(_ALIASES)
+    .where(
+        _ALIASES.c.name == _P_NAME,
+        _ALIASES.c.alias == _P_ALIAS,
+        in_workspace(_ALIASES, _P_WORKSPACE),
+        triggers.PG_CONTEXT_CONDITION,
+    )
+    .returning(_ALIASES.c.alias)
+    .cte("deleted")
+)
+_PG_DELETE_ALIAS = select(
+    select(sqlalchemy.func.count()).select_from(_PG_DELETED).scalar_subquery().label("deleted"),
+    sqlalchemy.exists(_MODEL_EXISTS).label("model_exists"),
+)
 
 
 def _by_number(given, number: int) -> bool:
@@ -124,30 +161,49 @@ class AliasWritesMixin:
         self._alias_write(name, lambda session, journal: self._point_alias(
             session, journal, alias, number, given=version))  # fmt: skip
 
+    def _require_model(self, session, name: str) -> None:
+        """Stock's error when prompt ``name`` does not exist (in the active workspace)."""
+        found = session.connection().execute(
+            _MODEL_EXISTS, {"name": name, "workspace": active_workspace(self)}
+        ).first()
+        if found is None:
+            self._get_registered_model(session, name)  # raises stock's error
+
     def delete_registered_model_alias(self, name, alias):
         """Remove ``alias`` (the triggers journal a ``delete``); deleting a missing alias is a
         no-op. A protected alias is refused with ``INVALID_STATE``.
 
         No prompt lock: the alias row's own lock orders it against other writers (on
-        PostgreSQL it is one DELETE), and the database refuses a protected alias (this store
-        then says so in the words of its other refusals).
+        PostgreSQL it is one statement), and the database refuses a protected alias (this
+        store then says so in the words of its other refusals).
         """
         _validate_model_name(name)
         validate_alias_name(alias)
-
-        aliases = SqlRegisteredModelAlias.__table__
-        where = (aliases.c.name == name) & (aliases.c.alias == alias)
 
         def write(session, journal: Journal) -> None:
             # Core statements on the session's connection: this is the whole write, and the
             # ORM's per-statement cost is most of what stock's delete costs.
             connection = session.connection()
-            if journal.opening_writes:
-                if self._locked_alias(session, name, alias) is None:
-                    self._get_registered_model(session, name)  # stock's error for a missing model
-                    return  # nothing to delete: the transaction stays read-only
-            if not connection.execute(journal.opened_by(aliases.delete().where(where))).rowcount:
-                self._get_registered_model(session, name)
+            params = {"name": name, "alias": alias, "workspace": active_workspace(self)}
+            if not journal.opening_writes:
+                params["prompt_alias_context"] = journal.context_value()
+                deleted, model_exists = connection.execute(_PG_DELETE_ALIAS, params).one()
+                if not deleted and not model_exists:
+                    self._require_model(session, name)
+                return
+            if self._locked_alias(session, name, alias) is None:
+                self._require_model(session, name)
+                return  # nothing to delete: the transaction stays read-only
+            journal.open()
+            if not connection.execute(
+                _ALIASES.delete().where(
+                    _ALIASES.c.name == _P_NAME,
+                    _ALIASES.c.alias == _P_ALIAS,
+                    in_workspace(_ALIASES, _P_WORKSPACE),
+                ),
+                params,
+            ).rowcount:
+                self._require_model(session, name)
 
         try:
             self._alias_write(name, write, lock=False)

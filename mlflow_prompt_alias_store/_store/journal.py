@@ -125,16 +125,11 @@ class Journal:
         self._session.execute(statement, params)
         self._opened = True
 
-    def opened_by(self, statement):
-        """``statement`` (one UPDATE or DELETE) opening the write context itself, where the
-        context is a setting (PostgreSQL); elsewhere the context is opened first."""
-        if self.opening_writes:
-            self.open()
-            return statement
+    def context_value(self) -> str:
+        """PostgreSQL: the write context, for a statement built once that sets it itself
+        (``triggers.PG_CONTEXT_CONDITION``, parameter ``prompt_alias_context``)."""
         self._opened = True
-        return statement.where(
-            triggers.pg_context_condition(self.actor, self._action, self.timestamp)
-        )
+        return triggers.pg_context_value(self.actor, self._action, self.timestamp)
 
     def close(self) -> None:
         """Before commit: remove the context row, after the triggers have run."""

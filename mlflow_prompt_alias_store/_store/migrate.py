@@ -115,7 +115,7 @@ def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
             guard = connection.begin_nested() if connection.dialect.name == "postgresql" else nullcontext()
             try:
                 with guard:
-                    triggers.install(connection)
+                    triggers.install(connection, only=absent)
             except sqlalchemy.exc.DBAPIError as e:
                 if not triggers.is_permission_error(e):
                     raise

@@ -3,9 +3,10 @@
 Triggers on MLflow's ``registered_model_aliases`` append an event to ``prompt_alias_events``
 for every change to an alias row, in the changing statement's transaction, whoever writes:
 this store, stock MLflow (in-process or behind a stock server), or plain SQL. Triggers on
-``registered_models`` move a prompt's journal along when it is renamed, and refuse removing
-a protected alias in every way it can be removed (deleting it, the prompt, or the version it
-points to; renaming the prompt; renaming the alias row).
+``registered_models`` move a prompt's journal along when it is renamed; they, and triggers
+on the alias and ``model_versions`` tables, refuse removing a protected alias in every way
+it can be removed (deleting it, the prompt, or the version it points to; renaming the
+prompt; renaming the alias row).
 
 This store tells the triggers who is writing (actor), what the write is (``rollback``) and
 its clock, through a *write context*: a ``prompt_alias_context`` row keyed by the connection
@@ -50,6 +51,8 @@ NOT_VIA_PLUGIN = " (not via prompt-alias)"
 _PG_SETTING = "prompt_alias.context"
 # MySQL: MESSAGE_TEXT holds 128 characters; the alias is shortened in the message to fit.
 _MYSQL_ALIAS_IN_MESSAGE = 40
+# The stage MLflow gives a deleted model version (it keeps the row): STAGE_DELETED_INTERNAL.
+_DELETED_STAGE = "Deleted_Internal"
 
 
 # ---------------------------------------------------------------- SQLite
@@ -172,12 +175,28 @@ def _sqlite_protection(alias: str) -> dict[str, str]:
         f"first run: mlflow-prompt-alias unprotect {alias}"
     )
     raise_ = f"BEGIN SELECT RAISE(ABORT, {message}); END"
+    # The version the alias points to, as its journal says (every alias-row change is in
+    # it). The triggers on model_versions read the journal, not registered_model_aliases:
+    # a trigger naming that table would make SQLite reject MLflow's batch migrations that
+    # rebuild it (see ``_sqlite_rename_alias``).
+    points_to = (
+        "(SELECT e.to_version FROM prompt_alias_events AS e "
+        f"WHERE e.name = OLD.name AND e.alias = {lit} ORDER BY e.sequence DESC LIMIT 1) = OLD.version"
+    )
     return {
         f"{base}_d": f'CREATE TRIGGER "{base}_d" BEFORE DELETE ON registered_model_aliases '
         f"WHEN OLD.alias = {lit} {raise_}",
         f"{base}_u": f'CREATE TRIGGER "{base}_u" BEFORE UPDATE OF name, alias ON '
         f"registered_model_aliases WHEN OLD.alias = {lit} AND "
         f"(NEW.alias <> OLD.alias OR NEW.name <> OLD.name) {raise_}",
+        # Deleting the version it points to: MLflow soft-deletes (the stage becomes
+        # Deleted_Internal), and before 3.13 a stock server's delete leaves the alias row
+        # behind; plain SQL may delete the row.
+        f"{base}_vu": f'CREATE TRIGGER "{base}_vu" BEFORE UPDATE OF current_stage ON model_versions '
+        f"WHEN NEW.current_stage = '{_DELETED_STAGE}' AND OLD.current_stage <> '{_DELETED_STAGE}' "
+        f"AND {points_to} {raise_}",
+        f"{base}_vd": f'CREATE TRIGGER "{base}_vd" BEFORE DELETE ON model_versions '
+        f"WHEN OLD.current_stage <> '{_DELETED_STAGE}' AND {points_to} {raise_}",
     }
 
 
@@ -274,6 +293,29 @@ BEGIN
     RETURN NEW;
 END
 $fn$""",
+    f"{TRIGGER_PREFIX}version_guard": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}version_guard() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    held record;
+BEGIN
+    -- Deleting a version is a soft delete (the stage becomes Deleted_Internal), and before
+    -- MLflow 3.13 a stock server's leaves the alias rows behind; plain SQL may delete it.
+    IF OLD.current_stage IS DISTINCT FROM '{_DELETED_STAGE}' AND (TG_OP = 'DELETE'
+            OR NEW.current_stage = '{_DELETED_STAGE}') THEN
+        FOR held IN SELECT a.alias FROM registered_model_aliases a
+                    JOIN prompt_alias_protected p ON p.alias = a.alias
+                    WHERE a.name = OLD.name AND a.version = OLD.version ORDER BY a.alias LIMIT 1 LOOP
+            PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, held.alias);
+        END LOOP;
+    END IF;
+    -- (A BEFORE trigger's NULL would skip the row: OLD lets a delete through.)
+    IF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    END IF;
+    RETURN NEW;
+END
+$fn$""",
     f"{TRIGGER_PREFIX}model_rename": f"""
 CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}model_rename() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -317,6 +359,9 @@ ON registered_model_aliases FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}alias_
     f"{TRIGGER_PREFIX}model_guard": f"""
 CREATE TRIGGER {TRIGGER_PREFIX}model_guard BEFORE UPDATE OF name OR DELETE
 ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_guard()""",
+    f"{TRIGGER_PREFIX}version_guard": f"""
+CREATE TRIGGER {TRIGGER_PREFIX}version_guard BEFORE UPDATE OF current_stage OR DELETE
+ON model_versions FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}version_guard()""",
     f"{TRIGGER_PREFIX}model_rename": f"""
 CREATE TRIGGER {TRIGGER_PREFIX}model_rename AFTER UPDATE OF name
 ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_rename()""",
@@ -370,6 +415,15 @@ def _mysql_refuse(name: str, alias: str) -> str:
             LEFT({alias}, {_MYSQL_ALIAS_IN_MESSAGE}));
         SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = v_message, MYSQL_ERRNO = 1451;
     END IF;"""
+
+
+_MYSQL_PROTECTED_AT_VERSION = f"""
+        SELECT MIN(a.alias) INTO v_alias FROM registered_model_aliases a
+            JOIN prompt_alias_protected p ON p.alias = a.alias
+            WHERE a.name = OLD.name AND a.version = OLD.version;
+        IF v_alias IS NOT NULL THEN
+            {_mysql_refuse("OLD.name", "v_alias")}
+        END IF;"""
 
 
 def _mysql_static() -> dict[str, str]:
@@ -459,6 +513,25 @@ BEGIN {_MYSQL_DECLARE}
     END LOOP;
     CLOSE held;
 END""",
+        # Deleting a version is a soft delete (the stage becomes Deleted_Internal), and
+        # before MLflow 3.13 a stock server's leaves the alias rows behind; plain SQL may
+        # delete the row.
+        f"{p}version_guard_update": f"""
+CREATE TRIGGER {p}version_guard_update BEFORE UPDATE ON model_versions FOR EACH ROW
+BEGIN {_MYSQL_DECLARE}
+    DECLARE v_alias VARCHAR(256);
+    IF NEW.current_stage = '{_DELETED_STAGE}' AND OLD.current_stage <> '{_DELETED_STAGE}' THEN
+        {_MYSQL_PROTECTED_AT_VERSION}
+    END IF;
+END""",
+        f"{p}version_guard_delete": f"""
+CREATE TRIGGER {p}version_guard_delete BEFORE DELETE ON model_versions FOR EACH ROW
+BEGIN {_MYSQL_DECLARE}
+    DECLARE v_alias VARCHAR(256);
+    IF OLD.current_stage <> '{_DELETED_STAGE}' THEN
+        {_MYSQL_PROTECTED_AT_VERSION}
+    END IF;
+END""",
         f"{p}model_rename_guard": f"""
 CREATE TRIGGER {p}model_rename_guard BEFORE UPDATE ON registered_models FOR EACH ROW
 BEGIN {_MYSQL_DECLARE}
@@ -518,17 +591,7 @@ def _protected_aliases(connection: Connection) -> list[str]:
 
 def expected(connection: Connection) -> set[str]:
     """Names of every trigger (and, on PostgreSQL, function) the journal needs now."""
-    dialect = _dialect(connection)
-    if dialect == "sqlite":
-        names = set(_sqlite_static())
-        for alias in _protected_aliases(connection):
-            names |= set(_sqlite_protection(alias))
-        return names
-    if dialect == "postgresql":
-        return set(_PG_TRIGGERS) | {f"function {n}" for n in _PG_FUNCTIONS}
-    if dialect == "mysql":
-        return set(_mysql_static())
-    raise NotImplementedError(f"journal triggers are not written for {dialect}")
+    return set(_statements(connection))
 
 
 def present(connection: Connection) -> set[str]:
@@ -602,21 +665,32 @@ def _drop(connection: Connection, names: set[str]) -> None:
             )
 
 
-def install(connection: Connection) -> None:
-    """(Re)create every trigger the journal needs, replacing any of ours already there."""
+def _statements(connection: Connection) -> dict[str, str]:
+    """Every trigger (and PostgreSQL function, as ``function NAME``) the journal needs now,
+    by name, with the statement that creates it, in the order they must be created."""
     dialect = _dialect(connection)
-    _drop(connection, present(connection))
     if dialect == "sqlite":
-        statements = list(_sqlite_static().values())
+        statements = dict(_sqlite_static())
         for alias in _protected_aliases(connection):
-            statements += list(_sqlite_protection(alias).values())
-    elif dialect == "postgresql":
-        statements = list(_PG_FUNCTIONS.values()) + list(_PG_TRIGGERS.values())
-    elif dialect == "mysql":
-        statements = list(_mysql_static().values())
+            statements.update(_sqlite_protection(alias))
+        return statements
+    if dialect == "postgresql":
+        return {f"function {n}": sql for n, sql in _PG_FUNCTIONS.items()} | _PG_TRIGGERS
+    if dialect == "mysql":
+        return _mysql_static()
+    raise NotImplementedError(f"journal triggers are not written for {dialect}")
+
+
+def install(connection: Connection, only: set[str] | None = None) -> None:
+    """(Re)create every trigger the journal needs, replacing any of ours already there; or,
+    with ``only``, create just those (the missing ones: the others keep working meanwhile,
+    which matters on MySQL, where each DDL statement commits)."""
+    statements = _statements(connection)
+    if only is None:
+        _drop(connection, present(connection))
     else:
-        raise NotImplementedError(f"journal triggers are not written for {dialect}")
-    for statement in statements:
+        statements = {name: sql for name, sql in statements.items() if name in only}
+    for statement in statements.values():
         connection.exec_driver_sql(statement)
 
 
@@ -671,13 +745,19 @@ def context_statements(
     )
 
 
-def pg_context_condition(actor: str | None, action: str | None, timestamp: int):
-    """PostgreSQL: a WHERE condition that sets the write context, so a single-statement write
-    carries it (one round trip fewer). It has no columns, so PostgreSQL evaluates it once,
-    before the statement touches a row."""
-    return sqlalchemy.select(
-        sqlalchemy.func.set_config(_PG_SETTING, _pg_context(actor, action, timestamp), True)
+def pg_context_value(actor: str | None, action: str | None, timestamp: int) -> str:
+    """PostgreSQL: the write context, as the value of ``PG_CONTEXT_CONDITION``'s parameter."""
+    return _pg_context(actor, action, timestamp)
+
+
+# PostgreSQL: a WHERE condition that sets the write context (the bound parameter
+# ``prompt_alias_context``), so a single-statement write carries it (one round trip fewer).
+# It has no columns, so PostgreSQL evaluates it once, before the statement touches a row.
+PG_CONTEXT_CONDITION = (
+    sqlalchemy.select(
+        sqlalchemy.func.set_config(_PG_SETTING, sqlalchemy.bindparam("prompt_alias_context"), True)
     ).scalar_subquery().is_not(None)
+)
 
 
 def protection_refusal(error: BaseException | None) -> str | None:
