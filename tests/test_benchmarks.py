@@ -34,9 +34,11 @@ def test_store_benchmark_runs(postgres_databases):
 
 
 @pytest.mark.server
-def test_server_benchmark_runs(postgres_databases):
-    out = _run("benchmarks.server_bench", "--postgres-url", postgres_databases.url("test"))
-    for engine in ("sqlite", "postgresql"):
+def test_server_benchmark_runs():
+    # SQLite only: the PostgreSQL run is the same code on databases PostgresCopies makes
+    # (run by the store benchmark above), and each engine starts six servers.
+    out = _run("benchmarks.server_bench")
+    for engine in ("sqlite",):
         assert f"ratio {engine} server 1 client(s): median " in out
         assert f"ratio {engine} server 8 client(s): median " in out
         assert f"ceiling {engine} 8 clients: a server that only replays answers gives " in out
