@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import difflib
 import json
+import re
 import sys
 from typing import Any, Callable, Sequence
 
@@ -24,24 +26,77 @@ _OUTPUT = click.option(
 )
 
 
-def _fail(e: Exception) -> None:
+# What MLflow's prompt APIs say for a registered model or model version: a prompt
+# (``mlflow.prompt.registry_utils.translate_prompt_exception``'s rule).
+_MODEL_WORDS = re.compile(r"(registered model|model version)", re.IGNORECASE)
+
+
+def _fail(e: Exception, hint: str = "") -> None:
     # An MlflowException, or the CLI's own transport's ServerError: both carry the code.
     if isinstance(getattr(e, "error_code", None), str) and isinstance(getattr(e, "message", None), str):
         # Errors relayed by a server already start with their code.
-        message = e.message if e.message.startswith(f"{e.error_code}: ") else f"{e.error_code}: {e.message}"
+        message = _MODEL_WORDS.sub(lambda m: "Prompt" if m.group(0)[0].isupper() else "prompt",
+                                   e.message.removeprefix(f"{e.error_code}: "))  # fmt: skip
+        message = f"{e.error_code}: {message}"
     else:
         message = f"{type(e).__name__}: {e}"
-    click.echo(f"Error: {printable(' '.join(message.split()))}", err=True)
+    if hint and not message.rstrip().endswith((".", "?", "!")):
+        message = message.rstrip() + "."
+    click.echo(f"Error: {printable(' '.join((message + hint).split()))}", err=True)
     sys.exit(1)
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+def _run(fn: Callable[[], Any], client=None, name: str | None = None, alias: str | None = None) -> Any:
+    """``fn()``, or a one-line error and exit 1. Given the ``client`` and the prompt
+    ``name`` (and ``alias``) the command is about, a name that does not exist comes with
+    the closest existing ones."""
     try:
         return fn()
     except click.exceptions.Exit:
         raise
     except Exception as e:
-        _fail(e)
+        hint = ""
+        if client is not None and name is not None and getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+            try:
+                hint = _suggestion(client, name, alias)
+            except Exception:
+                pass  # the hint is a courtesy: the error itself is what matters
+        _fail(e, hint)
+
+
+def _closest(word: str, known) -> str:
+    matches = difflib.get_close_matches(word, sorted(set(known)), n=3, cutoff=0.6)
+    return f" Did you mean: {', '.join(matches)}?" if matches else ""
+
+
+def _known_aliases(client, name: str) -> set[str]:
+    """Every alias prompt ``name`` has or had (its journal; a deleted alias has history)."""
+    return {e.alias for e in client.get_alias_history(name, max_results=1000)}
+
+
+def _suggestion(client, name: str, alias: str | None) -> str:
+    """' Did you mean: …?' for a prompt (among those with aliases) or an alias name that
+    does not exist, or nothing."""
+    prompts = {a.name for a in client.list_aliases()}
+    if name not in prompts:
+        return _closest(name, prompts)
+    if alias is not None:
+        return _closest(alias, _known_aliases(client, name))
+    return ""
+
+
+def _require_model(client, name: str) -> None:
+    """Stock's error for a prompt that does not exist (its history says it)."""
+    client.get_alias_history(name, max_results=1)
+
+
+def _require_alias(client, name: str, alias: str) -> None:
+    """An alias the prompt never had is an error (not an empty answer), with suggestions."""
+    known = _known_aliases(client, name)
+    if alias not in known:
+        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: Prompt '{name}' has no alias '{alias}' "
+                             f"and never had one.{_closest(alias, known)}"), err=True)  # fmt: skip
+        sys.exit(1)
 
 
 def _format_time(ms: int | None) -> str:
@@ -76,6 +131,7 @@ def _echo_events(events, token, output: str) -> None:
 
 
 @click.group(name="mlflow-prompt-alias")
+@click.version_option(package_name="mlflow-prompt-alias-store", prog_name="mlflow-prompt-alias")
 def cli() -> None:
     """History, point-in-time lookup and management of MLflow prompt aliases."""
 
@@ -158,11 +214,13 @@ def db_remove(url: str, yes: bool) -> None:
 @_OUTPUT
 def history(name, alias, max_results, page_token, tracking_uri, output) -> None:
     """The alias events of prompt NAME, newest first."""
+    client = _run(lambda: _client(tracking_uri))
     page = _run(
-        lambda: _client(tracking_uri).get_alias_history(
-            name, alias=alias, max_results=max_results, page_token=page_token
-        )
-    )
+        lambda: client.get_alias_history(name, alias=alias, max_results=max_results, page_token=page_token),
+        client, name, alias,
+    )  # fmt: skip
+    if alias is not None and not page and page_token is None:
+        _run(lambda: _require_alias(client, name, alias), client, name, alias)
     _echo_events(list(page), page.token, output)
 
 
@@ -208,13 +266,88 @@ def parse_time(value: str) -> int:
 def at(name, alias, time, tracking_uri, output) -> None:
     """The version ALIAS of prompt NAME pointed to at TIME (ISO-8601 or epoch ms)."""
     timestamp_ms = parse_time(time)
-    version = _run(lambda: _client(tracking_uri).resolve_alias_at(name, alias, timestamp_ms))
+    client = _run(lambda: _client(tracking_uri))
+    version = _run(lambda: client.resolve_alias_at(name, alias, timestamp_ms), client, name, alias)
+    if version is None:  # no version then: before the alias was set, or a name it never had
+        _run(lambda: _require_alias(client, name, alias), client, name, alias)
     if output == "json":
         click.echo(json.dumps({"name": name, "alias": alias, "timestamp": timestamp_ms,
                                "version": version}))  # fmt: skip
     else:
         click.echo(_table(["name", "alias", "time", "version"], [
             [name, alias, _format_time(timestamp_ms), "-" if version is None else version]]))  # fmt: skip
+
+
+def _echo_event(event, output: str, unchanged: str) -> None:
+    """One event (``{"event": …}``), or ``unchanged`` when the write changed nothing."""
+    if output == "json":
+        click.echo(json.dumps({"event": None if event is None else event.to_dict()}))
+    elif event is None:
+        click.echo(printable(unchanged))
+    else:
+        _echo_events([event], None, output)
+
+
+@cli.command("set")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=click.IntRange(min=1))
+@_TRACKING_URI
+@_OUTPUT
+def set_(name, alias, version, tracking_uri, output) -> None:
+    """Point ALIAS of prompt NAME at VERSION (promote), as mlflow.genai.set_prompt_alias."""
+    client = _run(lambda: _client(tracking_uri))
+    _run(lambda: _set_alias(client, tracking_uri, name, alias, version), client, name)
+    if output == "json":
+        click.echo(json.dumps({"name": name, "alias": alias, "version": version}))
+    else:
+        click.echo(printable(f"{alias} of {name} points to version {version}"))
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("alias")
+@_TRACKING_URI
+@_OUTPUT
+def delete(name, alias, tracking_uri, output) -> None:
+    """Delete ALIAS of prompt NAME, as mlflow.genai.delete_prompt_alias (a protected alias
+    is refused)."""
+    client = _run(lambda: _client(tracking_uri))
+    current = _run(lambda: {a.alias for a in client.list_aliases(name=name)}, client, name)
+    if alias not in current:  # stock's delete would do nothing and say nothing
+        _run(lambda: _require_model(client, name), client, name)
+        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: Prompt '{name}' has no alias "
+                             f"'{alias}'.{_closest(alias, current)}"), err=True)  # fmt: skip
+        sys.exit(1)
+    _run(lambda: _delete_alias(client, tracking_uri, name, alias), client, name, alias)
+    if output == "json":
+        click.echo(json.dumps({"name": name, "alias": alias, "deleted": True}))
+    else:
+        click.echo(printable(f"{alias} of {name} deleted"))
+
+
+def _set_alias(client, tracking_uri: str, name: str, alias: str, version: int) -> None:
+    if hasattr(client, "set_alias"):  # a server: its stock endpoint
+        try:
+            client.set_alias(name, alias, version)
+        except Exception as e:
+            if getattr(e, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                # What stock's set_prompt_alias says (it checks the version first).
+                e.message = f"Prompt '{name}' version {version} does not exist."
+            raise
+    else:  # in-process: stock's client on this package's store
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_prompt_alias(name, alias, version)
+
+
+def _delete_alias(client, tracking_uri: str, name: str, alias: str) -> None:
+    if hasattr(client, "delete_alias"):
+        client.delete_alias(name, alias)
+    else:
+        from mlflow import MlflowClient
+
+        MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).delete_prompt_alias(name, alias)
 
 
 @cli.command()
@@ -224,34 +357,29 @@ def at(name, alias, time, tracking_uri, output) -> None:
 @_OUTPUT
 def rollback(name, alias, tracking_uri, output) -> None:
     """Undo the latest change of ALIAS of prompt NAME."""
-    event = _run(lambda: _client(tracking_uri).rollback_alias(name, alias))
-    _echo_events([event], None, output)
+    client = _run(lambda: _client(tracking_uri))
+    event = _run(lambda: client.rollback_alias(name, alias), client, name, alias)
+    _echo_event(event, output, "")
 
 
 @cli.command("set-if")
 @click.argument("name")
 @click.argument("alias")
-@click.argument("version", type=int)
-@click.option("--expected", default=None,
-              help="The version ALIAS must point to now; 'none' if it must not exist yet.")  # fmt: skip
+@click.argument("version", type=click.IntRange(min=1))
+@click.option("--expected", type=click.IntRange(min=1), default=None,
+              help="The version ALIAS must point to now.")  # fmt: skip
+@click.option("--create", is_flag=True, help="Instead of --expected: ALIAS must not exist yet.")
 @_TRACKING_URI
 @_OUTPUT
-def set_if(name, alias, version, expected, tracking_uri, output) -> None:
-    """Point ALIAS of prompt NAME at VERSION only if it points at --expected now."""
-    if expected is None or expected.lower() == "none":
-        expected_version = None
-    elif expected.isdigit():
-        expected_version = int(expected)
-    else:
-        raise click.BadParameter("a version number or 'none'", param_hint="--expected")
-    event = _run(lambda: _client(tracking_uri).set_alias_if(name, alias, version, expected_version))
-    if event is None:
-        if output == "json":
-            click.echo(json.dumps({"events": [], "next_page_token": None}))
-        else:
-            click.echo(printable(f"{alias} of {name} already points to version {version}; nothing changed"))
-        return
-    _echo_events([event], None, output)
+def set_if(name, alias, version, expected, create, tracking_uri, output) -> None:
+    """Point ALIAS of prompt NAME at VERSION only if it points at --expected now (or, with
+    --create, only if it does not exist yet)."""
+    if (expected is None) == (not create):
+        raise click.UsageError("Give exactly one of --expected N (the version ALIAS points to now) "
+                               "and --create (ALIAS must not exist yet).")  # fmt: skip
+    client = _run(lambda: _client(tracking_uri))
+    event = _run(lambda: client.set_alias_if(name, alias, version, expected), client, name)
+    _echo_event(event, output, f"{alias} of {name} already points to version {version}; nothing changed")
 
 
 @cli.command()

@@ -18,6 +18,9 @@ UNPROTECT = f"{_API}/unprotect"
 PROTECTED = f"{_API}/protected"
 PROTECTION_HISTORY = f"{_API}/protection-history"
 
+# MLflow's own alias endpoint (set with POST, delete with DELETE).
+STOCK_ALIAS = "/api/2.0/mlflow/registered-models/alias"
+
 # The web page of alias timelines.
 PAGE = "/prompt-alias/"
 

@@ -46,3 +46,12 @@ def test_server_benchmark_runs():
             for clients in (1, 8):
                 assert re.search(rf"^{server} +{clients} +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ *$",
                                  out, flags=re.MULTILINE), (server, clients, out)  # fmt: skip
+
+
+@pytest.mark.server
+def test_cli_benchmark_runs():
+    out = _run("benchmarks.cli_bench")
+    for command in ("--help", "history", "at", "set", "delete", "rollback", "set-if"):
+        assert re.search(rf"^cli http {re.escape(command)}: median [0-9]+ ms", out, flags=re.MULTILINE), (command, out)
+        assert re.search(rf"^cli in-process {re.escape(command)}: median [0-9]+ ms", out, flags=re.MULTILINE), command
+    assert re.search(r"^cli http set: .*; stock python -c [0-9]+ ms \([0-9.]+x faster\)", out, flags=re.MULTILINE)

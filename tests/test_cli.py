@@ -67,8 +67,7 @@ def test_history(uri):
     more = json.loads(ok("history", "qa_prompt", "--output", "json", "--page-token",
                          data["next_page_token"], uri=uri))  # fmt: skip
     assert [e["sequence"] for e in more["events"]] == [1]
-    assert fails("history", "ghost", uri=uri) == (
-        "Error: RESOURCE_DOES_NOT_EXIST: Registered Model with name=ghost not found")
+    assert fails("history", "ghost", uri=uri) == "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=ghost not found"
 
 
 def test_at(uri):
@@ -82,24 +81,91 @@ def test_at(uri):
     result = run("at", "qa_prompt", "production", "last tuesday", uri=uri)
     assert result.returncode == 2 and "neither ISO-8601" in result.stderr
     assert fails("at", "ghost", "production", "2026-11-20T14:00:00Z", uri=uri) == (
-        "Error: RESOURCE_DOES_NOT_EXIST: Registered Model with name=ghost not found")
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=ghost not found")
 
 
 def test_rollback_and_set_if(uri):
     assert ok("rollback", "qa_prompt", "production", uri=uri).splitlines()[1].split()[4:7] == ["rollback", "2", "1"]
     data = json.loads(ok("rollback", "qa_prompt", "production", "--output", "json", uri=uri))
-    assert data["events"][0]["to_version"] == 2
+    assert data["event"]["to_version"] == 2 and set(data) == {"event"}
     assert fails("rollback", "summary", "production", uri=uri).startswith(
         "Error: INVALID_STATE: Nothing to roll back to")
     assert ok("set-if", "qa_prompt", "production", "3", "--expected", "2", uri=uri).splitlines()[1].split()[4:7] == [
         "move", "2", "3"]  # fmt: skip
-    data = json.loads(ok("set-if", "qa_prompt", "canary", "1", "--expected", "none", "--output", "json", uri=uri))
-    assert data["events"][0]["action"] == "set"
+    data = json.loads(ok("set-if", "qa_prompt", "canary", "1", "--create", "--output", "json", uri=uri))
+    assert data["event"]["action"] == "set"
     assert "nothing changed" in ok("set-if", "qa_prompt", "canary", "1", "--expected", "1", uri=uri)
+    assert json.loads(ok("set-if", "qa_prompt", "canary", "1", "--expected", "1", "--output", "json", uri=uri)) == {
+        "event": None}  # fmt: skip
     assert fails("set-if", "qa_prompt", "production", "1", "--expected", "2", uri=uri) == (
         "Error: ABORTED: Alias 'production' of 'qa_prompt' points to version 3; expected it to "
         "point to version 2. Nothing was changed.")  # fmt: skip
-    assert run("set-if", "qa_prompt", "production", "1", "--expected", "two", uri=uri).returncode == 2
+    assert fails("set-if", "qa_prompt", "canary", "2", "--create", uri=uri).startswith("Error: ABORTED")
+    before = ok("history", "qa_prompt", "--output", "json", uri=uri)
+    for args in (["--expected", "two"], [], ["--expected", "2", "--create"]):  # no silent default
+        result = run("set-if", "qa_prompt", "production", "1", *args, uri=uri)
+        assert result.returncode == 2, (args, result.stderr)
+    assert "exactly one of --expected N" in result.stderr
+    assert ok("history", "qa_prompt", "--output", "json", uri=uri) == before
+
+
+def test_set_and_delete(uri):
+    assert ok("set", "qa_prompt", "staging", "3", uri=uri).strip() == "staging of qa_prompt points to version 3"
+    assert json.loads(ok("set", "qa_prompt", "staging", "1", "--output", "json", uri=uri)) == {
+        "name": "qa_prompt", "alias": "staging", "version": 1}  # fmt: skip
+    assert json.loads(ok("delete", "qa_prompt", "staging", "--output", "json", uri=uri)) == {
+        "name": "qa_prompt", "alias": "staging", "deleted": True}  # fmt: skip
+    data = json.loads(ok("history", "qa_prompt", "--alias", "staging", "--output", "json", uri=uri))
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in data["events"]] == [
+        ("delete", 1, None), ("move", 3, 1), ("set", None, 3)]  # fmt: skip
+    # Stock's errors, in words about prompts; bad input changes nothing.
+    assert fails("set", "qa_prompt", "staging", "9", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'qa_prompt' version 9 does not exist.")
+    assert fails("set", "qa_prompt", "latest", "1", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
+    assert run("set", "qa_prompt", "staging", "0", uri=uri).returncode == 2
+    ok("protect", "production", uri=uri)
+    assert "is protected" in fails("delete", "qa_prompt", "production", uri=uri)
+    assert fails("delete", "qa_prompt", "productio", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'qa_prompt' has no alias 'productio'. Did you mean: production?")
+    assert fails("delete", "qa_prompt", "staging", uri=uri) == (  # deleted above
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'qa_prompt' has no alias 'staging'.")
+    assert fails("delete", "qa_promt", "staging", uri=uri).endswith("not found. Did you mean: qa_prompt?")
+    assert json.loads(ok("history", "qa_prompt", "--alias", "staging", "--output", "json", uri=uri)) == data
+
+
+def test_version():
+    from importlib.metadata import version
+
+    assert ok("--version").strip() == f"mlflow-prompt-alias, version {version('mlflow-prompt-alias-store')}"
+
+
+@pytest.mark.server
+def test_through_a_server_set_delete_and_names_that_do_not_exist(uri, tmp_path):
+    """Over http:// (what the CLI is fastest at): stock's alias writes, and a prompt or alias
+    name that does not exist is an error with the closest existing names, changing nothing."""
+    from _server import mlflow_server
+
+    with mlflow_server(uri, tmp_path, "--app-name", "prompt-alias") as (url, _):
+        assert json.loads(ok("set", "qa_prompt", "staging", "3", "--output", "json", uri=url))["version"] == 3
+        assert ok("delete", "qa_prompt", "staging", uri=url).strip() == "staging of qa_prompt deleted"
+        assert fails("set", "qa_prompt", "staging", "9", uri=url) == (
+            "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'qa_prompt' version 9 does not exist.")
+        before = ok("history", "qa_prompt", "--output", "json", uri=url)
+        assert fails("history", "qa_promt", uri=url) == (
+            "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=qa_promt not found. Did you mean: qa_prompt?")
+        assert fails("history", "qa_prompt", "--alias", "prodution", uri=url) == (
+            "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'qa_prompt' has no alias 'prodution' and never had "
+            "one. Did you mean: production?")  # fmt: skip
+        assert fails("at", "qa_prompt", "prodution", "2026-11-20T16:00:00Z", uri=url).endswith(
+            "Did you mean: production?")
+        assert fails("rollback", "qa_prompt", "prodution", uri=url).endswith("Did you mean: production?")
+        assert fails("set", "sumary", "production", "1", uri=url).endswith("Did you mean: summary?")
+        assert fails("delete", "qa_prompt", "productio", uri=url).endswith("Did you mean: production?")
+        assert fails("history", "qa_prompt", "--alias", "zzz", uri=url).endswith("and never had one.")
+        assert ok("history", "qa_prompt", "--output", "json", uri=url) == before
+    actions = [e["action"] for e in json.loads(ok("history", "qa_prompt", "--alias", "staging", "--output", "json",
+                                                  uri=uri))["events"]]  # fmt: skip
+    assert actions == ["delete", "set"]
 
 
 def test_aliases(uri):
@@ -139,5 +205,6 @@ def test_protect_unprotect_protected(uri):
 def test_tracking_uri_is_required_and_validated(tmp_path):
     result = run("aliases")
     assert result.returncode == 2 and "--tracking-uri" in result.stderr
-    assert fails("aliases", uri=f"sqlite:///{tmp_path / 'x.db'}").startswith(
-        "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+")
+    for command in (["aliases"], ["history", "qa"], ["set", "qa", "p", "1"], ["delete", "qa", "p"]):
+        assert fails(*command, uri=f"sqlite:///{tmp_path / 'x.db'}").startswith(
+            "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+"), command

@@ -69,6 +69,14 @@ class RestAliasBackend:
     def _post(self, endpoint: str, **body) -> dict[str, Any]:
         return self._transport.call(endpoint, "POST", json=body)
 
+    # Stock's alias endpoints (the CLI's `set` and `delete`): journaled like any write.
+    def set_alias(self, name, alias, version):
+        self._transport.call(routes.STOCK_ALIAS, "POST", json={"name": name, "alias": alias,
+                                                               "version": str(version)})  # fmt: skip
+
+    def delete_alias(self, name, alias):
+        self._transport.call(routes.STOCK_ALIAS, "DELETE", json={"name": name, "alias": alias})
+
     def get_alias_history(self, name, alias=None, max_results=100, page_token=None):
         data = self._get(routes.HISTORY, name=name, alias=alias, max_results=max_results,
                          page_token=page_token)  # fmt: skip
