@@ -108,8 +108,9 @@ def join_link_threads(timeout: float = 120) -> None:
     for thread in threading.enumerate():
         if thread.name.startswith("link_prompt"):
             thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                stack = "".join(traceback.format_stack(sys._current_frames()[thread.ident]))
+            frame = sys._current_frames().get(thread.ident) if thread.is_alive() else None
+            if frame is not None:
+                stack = "".join(traceback.format_stack(frame))
                 raise AssertionError(f"{thread.name} still running after {timeout} s:\n{stack}")
 
 
@@ -121,7 +122,13 @@ def clean_mlflow_state(monkeypatch, tmp_path):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     yield
-    join_link_threads()
+    try:
+        join_link_threads()
+    finally:
+        _reset_mlflow_state()
+
+
+def _reset_mlflow_state() -> None:
     mlflow.set_tracking_uri(None)
     mlflow.set_registry_uri(None)
     # MLflow also exports a set registry URI to the environment, where worker processes

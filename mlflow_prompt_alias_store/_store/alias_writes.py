@@ -48,19 +48,15 @@ _P_WORKSPACE = sqlalchemy.bindparam("workspace")
 # loading the row; stock's own lookup then only makes stock's error.
 _MODEL_EXISTS = select(_MODELS.c.name).where(_MODELS.c.name == _P_NAME, in_workspace(_MODELS, _P_WORKSPACE))
 
+# One alias's row, in the active workspace.
+_DELETE_ALIAS = sqlalchemy.delete(_ALIASES).where(
+    _ALIASES.c.name == _P_NAME, _ALIASES.c.alias == _P_ALIAS, in_workspace(_ALIASES, _P_WORKSPACE)
+)
 # PostgreSQL: a whole alias delete in one round trip (stock's takes two, then the commit).
 # The DELETE sets the write context itself and its trigger journals the row; the same
 # statement says whether anything was deleted and whether the prompt exists.
 _PG_DELETED = (
-    sqlalchemy.delete(_ALIASES)
-    .where(
-        _ALIASES.c.name == _P_NAME,
-        _ALIASES.c.alias == _P_ALIAS,
-        in_workspace(_ALIASES, _P_WORKSPACE),
-        triggers.PG_CONTEXT_CONDITION,
-    )
-    .returning(_ALIASES.c.alias)
-    .cte("deleted")
+    _DELETE_ALIAS.where(triggers.PG_CONTEXT_CONDITION).returning(_ALIASES.c.alias).cte("deleted")
 )
 _PG_DELETE_ALIAS = select(
     select(sqlalchemy.func.count()).select_from(_PG_DELETED).scalar_subquery().label("deleted"),
@@ -195,14 +191,7 @@ class AliasWritesMixin:
                 self._require_model(session, name)
                 return  # nothing to delete: the transaction stays read-only
             journal.open()
-            if not connection.execute(
-                _ALIASES.delete().where(
-                    _ALIASES.c.name == _P_NAME,
-                    _ALIASES.c.alias == _P_ALIAS,
-                    in_workspace(_ALIASES, _P_WORKSPACE),
-                ),
-                params,
-            ).rowcount:
+            if not connection.execute(_DELETE_ALIAS, params).rowcount:
                 self._require_model(session, name)
 
         try:
