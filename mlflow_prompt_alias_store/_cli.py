@@ -90,13 +90,19 @@ def _require_model(client, name: str) -> None:
     client.get_alias_history(name, max_results=1)
 
 
+def _no_such_alias(name: str, alias: str, known, since: str = "") -> None:
+    """The error for an alias prompt ``name`` does not have (``since``: " and never had
+    one"), with the closest of ``known``; exits 1."""
+    click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: Prompt '{name}' has no alias '{alias}'"
+                         f"{since}.{_closest(alias, known)}"), err=True)  # fmt: skip
+    sys.exit(1)
+
+
 def _require_alias(client, name: str, alias: str) -> None:
     """An alias the prompt never had is an error (not an empty answer), with suggestions."""
     known = _known_aliases(client, name)
     if alias not in known:
-        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: Prompt '{name}' has no alias '{alias}' "
-                             f"and never had one.{_closest(alias, known)}"), err=True)  # fmt: skip
-        sys.exit(1)
+        _no_such_alias(name, alias, known, since=" and never had one")
 
 
 def _format_time(ms: int | None) -> str:
@@ -316,9 +322,7 @@ def delete(name, alias, tracking_uri, output) -> None:
     current = _run(lambda: {a.alias for a in client.list_aliases(name=name)}, client, name)
     if alias not in current:  # stock's delete would do nothing and say nothing
         _run(lambda: _require_model(client, name), client, name)
-        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: Prompt '{name}' has no alias "
-                             f"'{alias}'.{_closest(alias, current)}"), err=True)  # fmt: skip
-        sys.exit(1)
+        _no_such_alias(name, alias, current)
     _run(lambda: _delete_alias(client, tracking_uri, name, alias), client, name, alias)
     if output == "json":
         click.echo(json.dumps({"name": name, "alias": alias, "deleted": True}))
@@ -359,7 +363,7 @@ def rollback(name, alias, tracking_uri, output) -> None:
     """Undo the latest change of ALIAS of prompt NAME."""
     client = _run(lambda: _client(tracking_uri))
     event = _run(lambda: client.rollback_alias(name, alias), client, name, alias)
-    _echo_event(event, output, "")
+    _echo_event(event, output, unchanged="")  # a rollback always changes the alias
 
 
 @cli.command("set-if")
