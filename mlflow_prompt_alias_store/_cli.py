@@ -19,7 +19,8 @@ _TRACKING_URI = click.option(
     envvar="MLFLOW_TRACKING_URI",
     required=True,
     help="A prompt-alias+<database URL> URI, or the http(s):// address of `mlflow server "
-    "--app-name prompt-alias` (default: $MLFLOW_TRACKING_URI).",
+    "--app-name prompt-alias` (or prompt-alias-auth; credentials from MLFLOW_TRACKING_USERNAME "
+    "and MLFLOW_TRACKING_PASSWORD) (default: $MLFLOW_TRACKING_URI).",
 )
 _OUTPUT = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True

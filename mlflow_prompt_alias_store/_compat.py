@@ -288,3 +288,62 @@ def asgi_app(flask_app):
     if module is not None and servers == {"uvicorn"} and flask_app is module.flask_app:
         return module.create_fastapi_app()
     return None
+
+
+# ---------------------------------------------------------------- the authenticated server
+# MLflow's basic-auth app (``mlflow.server.auth``), passed in as ``auth``: importing it starts
+# its user store, so only ``--app-name prompt-alias-auth`` does.
+
+_BASIC_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
+
+
+def authenticated_user(auth) -> str:
+    """The user MLflow's request hook authenticated for this request.
+
+    From 3.14 the hook records it in ``g.mlflow_authenticated_user``. Before, with MLflow's own
+    basic auth it is the basic-auth name the hook checked the password of; with a custom
+    ``authorization_function``, what that function answers (asked once per request). Drop the
+    fallback with 3.13."""
+    from flask import g, request
+
+    if user := getattr(g, "mlflow_authenticated_user", None):
+        return user
+    if "prompt_alias_user" not in g:
+        if auth.auth_config.authorization_function == _BASIC_AUTH_FUNCTION:
+            g.prompt_alias_user = request.authorization.username
+        else:
+            g.prompt_alias_user = auth.authenticate_request().username
+    return g.prompt_alias_user
+
+
+class _RegistryRow:
+    """What MLflow's registered-model read predicate looks at: the name, and whether the row
+    is a prompt (3.13+ keeps prompt grants apart from model grants)."""
+
+    def __init__(self, name: str, is_prompt: bool) -> None:
+        self.name = name
+        self._prompt = is_prompt
+
+    def _is_prompt(self) -> bool:
+        return self._prompt
+
+
+def auth_read_predicate(auth, username: str):
+    """``can_read(name, is_prompt)`` for a non-admin ``username``, as MLflow decides which
+    registered models (and prompts) a search shows them.
+
+    3.13 added prompt grants and ``_rm_or_prompt_read_predicate``; before, the search filter
+    looked up the user's registered-model permissions, else the default permission. Drop the
+    fallback with 3.12."""
+    predicate = getattr(auth, "_rm_or_prompt_read_predicate", None)
+    if predicate is not None:
+        can_read = predicate(username)
+        return lambda name, is_prompt: bool(can_read(_RegistryRow(name, is_prompt)))
+    from mlflow.server.auth.permissions import get_permission
+
+    granted = {
+        p.name: get_permission(p.permission).can_read
+        for p in auth.store.list_registered_model_permissions(username)
+    }
+    default = get_permission(auth.auth_config.default_permission).can_read
+    return lambda name, is_prompt: granted.get(name, default)

@@ -413,6 +413,18 @@ def test_app_entry_points_load():
     assert client.load() is PromptAliasClient
 
 
+def test_auth_app_entry_points_load():
+    from importlib.metadata import entry_points
+
+    from mlflow_prompt_alias_store._client.auth import PromptAliasAuthClient
+    from mlflow_prompt_alias_store._server.auth import create_app
+
+    [app] = [ep for ep in entry_points(group="mlflow.app") if ep.name == "prompt-alias-auth"]
+    assert app.load() is create_app
+    [client] = [ep for ep in entry_points(group="mlflow.app.client") if ep.name == "prompt-alias-auth"]
+    assert client.load() is PromptAliasAuthClient
+
+
 def test_connections_from_a_proto_0_listener_get_tcp_nodelay(monkeypatch):
     """The keep-alive fix: uvicorn --workers N binds its listener with proto 0, and asyncio
     then leaves Nagle on for accepted connections (uvicorn issue #3149)."""

@@ -56,8 +56,9 @@ class PromptAliasClient:
 
     Args:
         tracking_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI, or the ``http(s)://`` address
-            of ``mlflow server --app-name prompt-alias``. ``None`` means the current tracking
-            URI (``mlflow.set_tracking_uri`` or ``MLFLOW_TRACKING_URI``).
+            of ``mlflow server --app-name prompt-alias`` (or ``prompt-alias-auth``). ``None``
+            means the current tracking URI (``mlflow.set_tracking_uri`` or
+            ``MLFLOW_TRACKING_URI``).
 
     Raises:
         MlflowException: ``INVALID_PARAMETER_VALUE`` if the URI is not served by this package.

@@ -134,23 +134,33 @@ def _answer_committed_writes_as_success(app: Flask) -> None:
 # ---------------------------------------------------------------- the app
 
 
-def create_app(app: Flask = mlflow_app):
-    """Add the prompt-alias endpoints and page to MLflow's app (the ``mlflow.app`` entry
-    point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it, with
-    the native read routes; under gunicorn or waitress (and before MLflow 3.4), the Flask app."""
+def extend(app: Flask) -> None:
+    """Add the prompt-alias endpoints and page to MLflow's Flask app (both app factories)."""
     for path, handler, methods in ENDPOINTS:
         app.add_url_rule(_add_static_prefix(path), handler.__name__, handler, methods=methods)
     web.register(app)
     _answer_committed_writes_as_success(app)
     _explain_job_execution()
 
-    fastapi_app = asgi_app(app)
-    if fastapi_app is None:
-        return app
+
+def add_native_reads(fastapi_app, flask_app: Flask | None = None) -> None:
+    """The native read routes, first in MLflow's FastAPI app (3.4+). With ``flask_app``, each
+    request first passes that app's request hooks (authentication and authorization)."""
     _set_tcp_nodelay_on_inherited_listeners()
     if has_native_routes():
         # Starlette is only needed (and only imported) when MLflow serves through uvicorn.
         from mlflow_prompt_alias_store._server import native_reads
 
-        native_reads.install(fastapi_app)
+        native_reads.install(fastapi_app, checked_by=flask_app)
+
+
+def create_app(app: Flask = mlflow_app):
+    """Add the prompt-alias endpoints and page to MLflow's app (the ``mlflow.app`` entry
+    point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it, with
+    the native read routes; under gunicorn or waitress (and before MLflow 3.4), the Flask app."""
+    extend(app)
+    fastapi_app = asgi_app(app)
+    if fastapi_app is None:
+        return app
+    add_native_reads(fastapi_app)
     return fastapi_app

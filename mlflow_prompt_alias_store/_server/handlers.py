@@ -16,6 +16,7 @@ from mlflow.server.handlers import catch_mlflow_exception
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._compat import alias_webhook_entity
 from mlflow_prompt_alias_store._entities import AliasEvent
+from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
 
 _logger = logging.getLogger(__name__)
@@ -162,9 +163,11 @@ def post_set_if() -> Response:
 @catch_mlflow_exception
 def get_aliases() -> Response:
     args = request.args
-    rows = _store().list_aliases(
-        name=_string(args, "name", required=False), alias=_string(args, "alias", required=False)
-    )
+    name = _string(args, "name", required=False)
+    rows = _store().list_aliases(name=name, alias=_string(args, "alias", required=False))
+    if name is None:  # every prompt's: those the user may read (one prompt's was authorized)
+        readable = access.current().readable({r.name for r in rows})
+        rows = [r for r in rows if r.name in readable]
     return jsonify({"aliases": [r.to_dict() for r in rows]})
 
 

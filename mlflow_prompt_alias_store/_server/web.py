@@ -9,6 +9,7 @@ external resources; GET requests only read.
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,10 +18,12 @@ from flask import Flask, Response, request
 
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.prompt.registry_utils import model_version_to_prompt_version
-from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
+from mlflow.exceptions import MlflowException
+from mlflow.server.handlers import _add_static_prefix
 from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
 from mlflow_prompt_alias_store._text import printable
 
@@ -96,14 +99,42 @@ def _all_prompts(store):
             return sorted(prompts, key=lambda p: p.name)
 
 
-@catch_mlflow_exception
+def error_page(error: MlflowException) -> Response:
+    """An HTML page for ``error``, with its HTTP status (a browser reads the page)."""
+    html = _TEMPLATES.get_template("error.html").render(
+        user=access.current().user(),
+        status=error.get_http_status_code(),
+        message=error.message,
+        page=_add_static_prefix(routes.PAGE),
+    )
+    return Response(html, status=error.get_http_status_code(), mimetype="text/html")
+
+
+def _html_errors(view):
+    """``view``, answering an ``MlflowException`` with its error page."""
+
+    @functools.wraps(view)
+    def answer():
+        try:
+            return view()
+        except MlflowException as e:
+            return error_page(e)
+
+    return answer
+
+
+@_html_errors
 def index() -> Response:
     store = _store()
+    viewer = access.current()
+    prompts = _all_prompts(store)
+    readable = viewer.readable(p.name for p in prompts)
     aliases: dict[str, list] = {}
     for row in store.list_aliases():
         aliases.setdefault(row.name, []).append(row)
     html = _TEMPLATES.get_template("index.html").render(
-        prompts=[(p, aliases.get(p.name, [])) for p in _all_prompts(store)],
+        user=viewer.user(),
+        prompts=[(p, aliases.get(p.name, [])) for p in prompts if p.name in readable],
         protected=store.list_protected_aliases(),
         page=_add_static_prefix(routes.PAGE),
         iso=_iso,
@@ -111,7 +142,7 @@ def index() -> Response:
     return Response(html, mimetype="text/html")
 
 
-@catch_mlflow_exception
+@_html_errors
 def prompt() -> Response:
     store = _store()
     name = request.args.get("name", "")
@@ -133,7 +164,13 @@ def prompt() -> Response:
         versions = sorted((model_version_to_prompt_version(mv) for mv in found), key=lambda v: v.version)
     lanes, ticks = _timeline(history, get_current_time_millis())
     protected = {p.alias for p in store.list_protected_aliases()}
+    viewer = access.current()
     html = _TEMPLATES.get_template("prompt.html").render(
+        user=viewer.user(),
+        can_roll_back=viewer.can_set_alias(name),
+        can_protect=viewer.is_admin(),
+        protect_url=_add_static_prefix(routes.PROTECT),
+        unprotect_url=_add_static_prefix(routes.UNPROTECT),
         name=name,
         current=store.list_aliases(name=name),
         protected=protected,

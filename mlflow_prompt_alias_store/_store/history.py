@@ -8,10 +8,12 @@ import json
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModel,
     SqlRegisteredModelAlias,
+    SqlRegisteredModelTag,
 )
 from mlflow.utils.validation import _validate_model_name
 
@@ -108,6 +110,18 @@ class JournalReadsMixin:
                 query = query.filter(SqlRegisteredModelAlias.alias == alias)
             rows = query.order_by(SqlRegisteredModelAlias.name, SqlRegisteredModelAlias.alias)
             return [AliasAssignment(r.name, r.alias, r.version) for r in rows]
+
+    def prompt_names(self, names: set[str]) -> set[str]:
+        """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
+        if not names:
+            return set()
+        with self.ManagedSessionMaker() as session:
+            rows = scoped_query(self, session, SqlRegisteredModelTag).filter(
+                SqlRegisteredModelTag.name.in_(sorted(names)),
+                SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY,
+                SqlRegisteredModelTag.value == "true",
+            )
+            return {row.name for row in rows}
 
     def get_alias_history(
         self,

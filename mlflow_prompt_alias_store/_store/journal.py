@@ -55,7 +55,8 @@ ACTOR_MAX_LENGTH = SqlAliasEvent.actor.type.length
 
 
 def current_actor() -> str | None:
-    """The HTTP basic-auth user of the request being served, else
+    """The authenticated user of the request being served (``--app-name prompt-alias-auth``),
+    else the HTTP basic-auth name it carries, else
     ``MLFLOW_TRACKING_USERNAME``, else the OS user; at most ``ACTOR_MAX_LENGTH`` characters."""
     actor = _actor()
     return actor[:ACTOR_MAX_LENGTH] if actor is not None else None
@@ -63,9 +64,13 @@ def current_actor() -> str | None:
 
 def _actor() -> str | None:
     if "flask" in sys.modules:  # only inside a server; never import flask for this
-        from flask import has_request_context, request
+        from flask import g, has_request_context, request
 
         if has_request_context():
+            # --app-name prompt-alias-auth: the user MLflow authenticated, whatever else the
+            # request carries.
+            if authenticated := g.get("prompt_alias_actor"):
+                return authenticated()
             auth = request.authorization
             if auth is not None and auth.username:
                 return auth.username

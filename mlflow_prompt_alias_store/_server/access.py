@@ -1,0 +1,57 @@
+"""Who is asking, and what they may see and do: the one question the endpoints and the page
+ask of the server's permission model.
+
+``--app-name prompt-alias`` has none (``OPEN``: nobody is authenticated, everything is
+allowed, the journal's actor is the name the client sent). ``--app-name prompt-alias-auth``
+installs MLflow's (``_server/auth.py``). The REST endpoints are refused before they run by
+MLflow's request hook; what they and the page ask here is what to list and which buttons to
+offer.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Protocol
+
+from flask import current_app
+
+_CONFIG_KEY = "PROMPT_ALIAS_ACCESS"
+
+
+class Access(Protocol):
+    def user(self) -> str | None:
+        """The authenticated user of this request, ``None`` without authentication."""
+
+    def readable(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` (prompts or models) the user may read."""
+
+    def can_set_alias(self, name: str) -> bool:
+        """Whether the user may set and roll back the aliases of ``name``."""
+
+    def is_admin(self) -> bool:
+        """Whether the user may protect and unprotect aliases."""
+
+
+class _Open:
+    def user(self) -> str | None:
+        return None
+
+    def readable(self, names: Iterable[str]) -> set[str]:
+        return set(names)
+
+    def can_set_alias(self, name: str) -> bool:
+        return True
+
+    def is_admin(self) -> bool:
+        return True
+
+
+OPEN: Access = _Open()
+
+
+def install(app, access: Access) -> None:
+    app.config[_CONFIG_KEY] = access
+
+
+def current() -> Access:
+    """The permission model of the app serving this request."""
+    return current_app.config.get(_CONFIG_KEY, OPEN)

@@ -1,0 +1,167 @@
+"""``mlflow server --app-name prompt-alias-auth``: MLflow's ``basic-auth`` app (login, users,
+permissions, its config file, fail-closed) plus everything of ``--app-name prompt-alias``,
+under MLflow's own permission model.
+
+Our endpoints are authorized the way MLflow authorizes its own: by validators in MLflow's
+table, run by MLflow's request hook after it authenticated the request (administrators
+skip them, as they skip stock's). A validator here is stock's validator of the stock
+endpoint whose permission ours needs:
+
+- history, point-in-time lookup, ``aliases?name=`` and a prompt's page: stock's
+  ``GetRegisteredModel`` (READ on that prompt);
+- rollback and compare-and-set: stock's ``SetRegisteredModelAlias`` (what setting that
+  alias needs);
+- protect and unprotect: administrators only;
+- the protected list, its history, ``aliases`` of every prompt and the index page: any
+  authenticated user, with the lists cut to what the user may read.
+
+The native read routes pass MLflow's request hooks too (``native_reads``), and the journal's
+actor is the authenticated user (``g.prompt_alias_actor``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Iterable
+
+from flask import Flask, Response, g, request
+
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
+
+from mlflow.protos.model_registry_pb2 import GetRegisteredModel, ModelRegistryService, SetRegisteredModelAlias
+from mlflow.server import app as mlflow_app
+from mlflow.server.handlers import _add_static_prefix
+from mlflow.utils.rest_utils import _REST_API_PATH_PREFIX, extract_api_info_for_service
+
+from mlflow_prompt_alias_store import _routes as routes
+from mlflow_prompt_alias_store._compat import asgi_app, auth_read_predicate, authenticated_user
+from mlflow_prompt_alias_store._server import access, web
+from mlflow_prompt_alias_store._server.app import add_native_reads, extend
+from mlflow_prompt_alias_store._server.context import registry_store
+from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
+
+
+def _stock_validator(auth, request_class, method: str) -> Callable[[], bool]:
+    """The validator MLflow runs for its own endpoint of ``request_class``."""
+    path = extract_api_info_for_service(ModelRegistryService, _REST_API_PATH_PREFIX)[request_class][0]
+    return auth.BEFORE_REQUEST_VALIDATORS[(_add_static_prefix(path), method)]
+
+
+def _allow() -> bool:
+    return True
+
+
+def _deny() -> bool:
+    return False
+
+
+def _validators(auth) -> dict[tuple[str, str], Callable[[], bool]]:
+    can_read = _stock_validator(auth, GetRegisteredModel, "GET")
+    can_set_alias = _stock_validator(auth, SetRegisteredModelAlias, "POST")
+
+    def can_read_named_or_list() -> bool:
+        # Every prompt's aliases: allowed, cut to the readable ones by the handler.
+        return can_read() if "name" in request.args else True
+
+    table = {
+        (routes.HISTORY, "GET"): can_read,
+        (routes.RESOLVE_AT, "GET"): can_read,
+        (routes.ALIASES, "GET"): can_read_named_or_list,
+        (routes.ROLLBACK, "POST"): can_set_alias,
+        (routes.SET_IF, "POST"): can_set_alias,
+        (routes.PROTECT, "POST"): _deny,
+        (routes.UNPROTECT, "POST"): _deny,
+        (routes.PROTECTED, "GET"): _allow,
+        (routes.PROTECTION_HISTORY, "GET"): _allow,
+        (routes.PAGE, "GET"): _allow,
+        (routes.PAGE + "prompt", "GET"): can_read,
+    }
+    return {(_add_static_prefix(path), method): check for (path, method), check in table.items()}
+
+
+_REFUSALS = {401: UNAUTHENTICATED, 403: PERMISSION_DENIED}
+
+
+def _refusals_in_our_format(response: Response) -> Response:
+    """MLflow's auth hook refuses with a plain-text body. On our REST endpoints the refusal
+    becomes MLflow's JSON error (same status, headers and message: ``UNAUTHENTICATED`` 401,
+    ``PERMISSION_DENIED`` 403), which the MLflow client and the CLI report by its message; on
+    the page a 403 is an HTML page. Stock's routes keep stock's answers."""
+    code = _REFUSALS.get(response.status_code)
+    if code is None or response.is_json:
+        return response
+    path = request.path
+    if path in _api_paths():
+        message = response.get_data(as_text=True)
+        response.set_data(MlflowException(message, code).serialize_as_json())
+        response.mimetype = "application/json"
+    elif code == PERMISSION_DENIED and path.startswith(_add_static_prefix(routes.PAGE)):
+        return web.error_page(MlflowException("Permission denied: your user may not read this prompt.", code))
+    return response
+
+
+@functools.cache
+def _api_paths() -> frozenset[str]:
+    return frozenset(_add_static_prefix(path) for path, _, _ in ENDPOINTS)
+
+
+class _MlflowAccess:
+    """``access.Access`` by MLflow's basic-auth app, for the request being served."""
+
+    def __init__(self, auth) -> None:
+        self._auth = auth
+        self._can_set_alias = _stock_validator(auth, SetRegisteredModelAlias, "POST")
+
+    def user(self) -> str | None:
+        return authenticated_user(self._auth)
+
+    def is_admin(self) -> bool:
+        if "prompt_alias_is_admin" not in g:
+            g.prompt_alias_is_admin = bool(self._auth.store.get_user(self.user()).is_admin)
+        return g.prompt_alias_is_admin
+
+    def readable(self, names: Iterable[str]) -> set[str]:
+        names = set(names)
+        if not names or self.is_admin():
+            return names
+        prompts = registry_store().prompt_names(names)
+        can_read = auth_read_predicate(self._auth, self.user())
+        return {name for name in names if can_read(name, name in prompts)}
+
+    def can_set_alias(self, name: str) -> bool:
+        # Stock's validator reads the prompt's name from the request, as it does for stock's
+        # endpoint; the page asking this is the prompt's page, whose request names it.
+        if self.is_admin():
+            return True
+        if request.args.get("name") != name:
+            raise ValueError(f"can_set_alias({name!r}) asked outside that prompt's request")
+        return bool(self._can_set_alias())
+
+
+def create_app(app: Flask = mlflow_app):
+    """MLflow's basic-auth app with the prompt-alias endpoints, page and native read routes
+    (the ``mlflow.app`` entry point ``prompt-alias-auth``). Returns what MLflow's
+    ``basic-auth`` factory returns: its FastAPI app under uvicorn, else the Flask app."""
+    # Importing MLflow's auth app reads its config (MLFLOW_AUTH_CONFIG_PATH) and opens its
+    # user store, as ``--app-name basic-auth`` does; only this app's factory does it.
+    from mlflow.server import auth
+
+    extend(app)
+    auth.BEFORE_REQUEST_VALIDATORS.update(_validators(auth))
+    mlflow_access = _MlflowAccess(auth)
+    access.install(app, mlflow_access)
+    served = auth.create_app(app)
+
+    @app.before_request
+    def _actor_is_the_authenticated_user():
+        # Runs after MLflow's hook let the request through: the journal records who that was.
+        g.prompt_alias_actor = mlflow_access.user
+
+    app.after_request(_refusals_in_our_format)
+
+    fastapi_app = served if not isinstance(served, Flask) else asgi_app(app)
+    if fastapi_app is None:
+        return app
+    add_native_reads(fastapi_app, flask_app=app)
+    return fastapi_app

@@ -1,0 +1,284 @@
+"""``mlflow server --app-name prompt-alias-auth`` (a real server subprocess): MLflow's
+basic-auth app with our endpoints, native read routes and page under MLflow's permission
+model. A permission matrix over every route, the database unchanged by every refused write,
+the journal's actor the authenticated user, the basic-auth app's own routes and client."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from unittest import mock
+
+import pytest
+import requests
+
+from mlflow_prompt_alias_store import PromptAliasClient
+from mlflow_prompt_alias_store import _routes as routes
+
+from _server import mlflow_server
+
+pytestmark = [pytest.mark.server, pytest.mark.every_minor]
+
+ADMIN = ("admin", "admin-password-for-tests")
+PASSWORD = "a-password-for-tests"
+# Who asks: the admin, a user per permission on prompt A, a user with none, nobody at all.
+PRINCIPALS = ["admin", "manager", "editor", "reader", "nobody", "anonymous"]
+GRANTS = {"manager": "MANAGE", "editor": "EDIT", "reader": "READ"}
+A, B = "prompt_a", "prompt_b"  # B: nobody was granted anything on it
+
+REGISTRY = "/api/2.0/mlflow"
+
+
+def auth_config(directory: Path) -> dict[str, str]:
+    """The environment of a server whose users live in ``directory``, with MLflow's auth
+    cache on (as the speed target is measured) and no permission by default."""
+    config = directory / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = sqlite:///{directory / 'basic_auth.db'}\n"
+        f"admin_username = {ADMIN[0]}\n"
+        f"admin_password = {ADMIN[1]}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-secret"}
+
+
+def credentials(principal: str):
+    if principal == "anonymous":
+        return None
+    return ADMIN if principal == "admin" else (principal, PASSWORD)
+
+
+def grant(client, username: str, name: str, permission: str) -> None:
+    """``permission`` on prompt ``name``: MLflow 3.13+ grants prompts by resource type;
+    before, a prompt is a registered model to the auth app."""
+    if hasattr(client, "grant_user_permission"):
+        client.grant_user_permission(username, "prompt", name, permission)
+    else:
+        client.create_registered_model_permission(name, username, permission)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The server, its database URI, and the prompts: A and B with versions 1 and 2,
+    ``production`` moved 1 → 2, ``pinned`` at 1; users per ``GRANTS`` on A."""
+    import mlflow
+    import mlflow.genai
+    from mlflow.server import get_app_client
+
+    workdir = tmp_path_factory.mktemp("auth-server")
+    db = workdir / "mlflow.db"
+    uri = f"prompt-alias+sqlite:///{db}"
+    env = auth_config(workdir)
+    with mlflow_server(f"sqlite:///{db}", workdir, "--registry-store-uri", uri,
+                       "--app-name", "prompt-alias-auth", workers=2, env=env) as (url, _):  # fmt: skip
+        admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+        with mock.patch.dict(os.environ, admin_env):
+            mlflow.set_tracking_uri(url)
+            try:
+                client = get_app_client("prompt-alias-auth", tracking_uri=url)
+                for name in (A, B):
+                    mlflow.genai.register_prompt(name=name, template="Answer: {{question}}")
+                    mlflow.genai.register_prompt(name=name, template="Briefly: {{question}}")
+                    mlflow.genai.set_prompt_alias(name=name, alias="production", version=1)
+                    mlflow.genai.set_prompt_alias(name=name, alias="production", version=2)
+                    mlflow.genai.set_prompt_alias(name=name, alias="pinned", version=1)
+                for username, permission in GRANTS.items():
+                    client.create_user(username, PASSWORD)
+                    grant(client, username, A, permission)
+                client.create_user("nobody", PASSWORD)
+            finally:
+                from conftest import _reset_mlflow_state, join_link_threads
+
+                join_link_threads()
+                _reset_mlflow_state()
+        yield url, uri
+
+
+def state(uri: str):
+    """Everything a write could change, read from the database directly."""
+    client = PromptAliasClient(uri)
+    return (
+        client.list_aliases(),
+        [client.get_alias_history(name, max_results=1000) for name in (A, B)],
+        client.list_protected_aliases(),
+    )
+
+
+# Each cell: (label, what it needs, method, path, parameters). Needs: "read", "update" or
+# "delete" on the prompt (as MLflow's permissions READ / EDIT / MANAGE give them), "admin",
+# or "login" (any authenticated user). Writes are ordered so that each allowed one succeeds:
+# set-if is a no-op (pinned stays at 1), a rollback undoes the previous one, the stock set
+# makes the alias the stock delete then removes, protect comes before unprotect.
+def cells(name: str):
+    return [
+        ("history", "read", "GET", routes.HISTORY, {"name": name}),
+        ("resolve-at", "read", "GET", routes.RESOLVE_AT,
+         {"name": name, "alias": "production", "timestamp_ms": str(int(time.time() * 1000))}),
+        ("aliases of one prompt", "read", "GET", routes.ALIASES, {"name": name}),
+        ("prompt page", "read", "GET", routes.PAGE + "prompt", {"name": name}),
+        ("native registered-models/get", "read", "GET", f"{REGISTRY}/registered-models/get", {"name": name}),
+        ("native registered-models/alias", "read", "GET", f"{REGISTRY}/registered-models/alias",
+         {"name": name, "alias": "production"}),
+        ("native model-versions/get", "read", "GET", f"{REGISTRY}/model-versions/get",
+         {"name": name, "version": "1"}),
+        ("set-if", "update", "POST", routes.SET_IF,
+         {"name": name, "alias": "pinned", "version": 1, "expected_version": 1}),
+        ("rollback", "update", "POST", routes.ROLLBACK, {"name": name, "alias": "production"}),
+        ("stock set alias", "update", "POST", routes.STOCK_ALIAS,
+         {"name": name, "alias": "scratch", "version": "1"}),
+        ("stock delete alias", "delete", "DELETE", routes.STOCK_ALIAS, {"name": name, "alias": "scratch"}),
+    ]
+
+
+GLOBAL_CELLS = [
+    ("protected list", "login", "GET", routes.PROTECTED, {}),
+    ("protection history", "login", "GET", routes.PROTECTION_HISTORY, {}),
+    ("aliases of every prompt", "login", "GET", routes.ALIASES, {}),
+    ("index page", "login", "GET", routes.PAGE, {}),
+    ("protect", "admin", "POST", routes.PROTECT, {"alias": "guard"}),
+    ("unprotect", "admin", "POST", routes.UNPROTECT, {"alias": "guard"}),
+]
+
+ABILITIES = {
+    "admin": {"read", "update", "delete", "admin", "login"},
+    "MANAGE": {"read", "update", "delete", "login"},
+    "EDIT": {"read", "update", "login"},
+    "READ": {"read", "login"},
+    None: {"login"},
+}
+
+
+def expected_status(principal: str, prompt: str | None, need: str) -> int:
+    if principal == "anonymous":
+        return 401
+    if principal == "admin":
+        abilities = ABILITIES["admin"]
+    else:
+        abilities = ABILITIES[GRANTS.get(principal) if prompt in (A, None) else None]
+    return 200 if need in abilities else 403
+
+
+def send(url: str, principal: str, method: str, path: str, params: dict, headers=None):
+    kwargs = {"params": params} if method == "GET" else {"json": params}
+    return requests.request(method, url + path, auth=credentials(principal), headers=headers, timeout=60, **kwargs)
+
+
+OUR_API = {path for path in vars(routes).values() if isinstance(path, str) and path.startswith("/api/2.0/mlflow/prompt-alias/")}
+
+
+def check_refusal(response, status: int, path: str) -> None:
+    """A refusal as MLflow words it: on our REST endpoints its JSON error, on the page an HTML
+    page (a 401 keeps MLflow's login challenge), on stock's routes stock's own answer."""
+    if status == 401:
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+    if path in OUR_API:
+        error = response.json()
+        assert error["error_code"] == {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED"}[status]
+        assert error["message"].startswith({401: "You are not authenticated", 403: "Permission denied"}[status])
+    elif path.startswith(routes.PAGE) and status == 403:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert "Permission denied" in response.text
+    else:
+        assert response.text.startswith({401: "You are not authenticated", 403: "Permission denied"}[status])
+
+
+@pytest.mark.parametrize("principal", PRINCIPALS)
+def test_permission_matrix(server, principal):
+    url, uri = server
+    table = [(A, cell) for cell in cells(A)] + [(B, cell) for cell in cells(B)] + [(None, c) for c in GLOBAL_CELLS]
+    mismatches = []
+    for prompt, (label, need, method, path, params) in table:
+        before = state(uri) if method != "GET" else None
+        response = send(url, principal, method, path, params)
+        expected = expected_status(principal, prompt, need)
+        if response.status_code != expected:
+            mismatches.append(f"{label} on {prompt}: {response.status_code} (expected {expected}) {response.text[:200]!r}")
+        if expected != 200:
+            check_refusal(response, expected, path)
+            if before is not None:
+                assert state(uri) == before, f"{principal}'s refused {label} on {prompt} changed the database"
+    assert not mismatches, "\n".join(mismatches)
+
+
+@pytest.mark.parametrize("principal", ["admin", "manager", "reader", "nobody"])
+def test_lists_show_only_readable_prompts(server, principal):
+    url, _ = server
+    readable = {A, B} if principal == "admin" else ({A} if principal in GRANTS else set())
+    aliases = send(url, principal, "GET", routes.ALIASES, {}).json()["aliases"]
+    assert {row["name"] for row in aliases} == readable
+    page = send(url, principal, "GET", routes.PAGE, {}).text
+    assert {name for name in (A, B) if f">{name}</a>" in page} == readable
+    assert f"Signed in as <b>{principal}</b>" in page
+
+
+def test_actor_is_the_authenticated_user_whatever_the_client_claims(server):
+    url, uri = server
+    forged = {"X-Forwarded-User": "mallory", "X-Remote-User": "mallory", "Remote-User": "mallory"}
+    body = {"name": A, "alias": "production", "actor": "mallory"}
+    response = send(url, "editor", "POST", routes.ROLLBACK, body, headers=forged)
+    assert response.status_code == 200, response.text
+    assert response.json()["event"]["actor"] == "editor"
+    response = send(url, "editor", "POST", routes.STOCK_ALIAS, {"name": A, "alias": "actor-check", "version": "2"},
+                    headers=forged)  # fmt: skip
+    assert response.status_code == 200, response.text
+    latest = PromptAliasClient(uri).get_alias_history(A, max_results=2)
+    assert [(e.action, e.actor) for e in latest] == [("set", "editor"), ("rollback", "editor")]
+
+
+def test_unknown_user_and_wrong_password_are_refused_with_mlflows_401(server):
+    url, _ = server
+    for wrong in (("editor", "not-the-password"), ("stranger", PASSWORD)):
+        response = requests.get(url + routes.HISTORY, params={"name": A}, auth=wrong, timeout=60)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == 'Basic realm="mlflow"'
+        response = requests.get(url + f"{REGISTRY}/registered-models/alias",
+                                params={"name": A, "alias": "production"}, auth=wrong, timeout=60)  # fmt: skip
+        assert response.status_code == 401
+
+
+def test_app_client_has_both_clients_methods(server, monkeypatch):
+    from mlflow.server import get_app_client
+    from mlflow.server.auth.client import AuthServiceClient
+
+    url, _ = server
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
+    client = get_app_client("prompt-alias-auth", tracking_uri=url)
+    assert isinstance(client, PromptAliasClient) and isinstance(client, AuthServiceClient)
+    assert client.get_user("reader").username == "reader"
+    assert [(a.name, a.alias) for a in client.list_aliases(name=A, alias="pinned")] == [(A, "pinned")]
+    # A user's own credentials: what MLflow's permissions let them do, through the same client.
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    reader = get_app_client("prompt-alias-auth", tracking_uri=url)
+    assert reader.resolve_alias_at(A, "pinned", int(time.time() * 1000)) == 1
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="Permission denied"):
+        reader.rollback_alias(A, "production")
+
+
+def test_cli_speaks_as_the_user_in_the_environment(server):
+    import subprocess
+    import sys
+
+    url, _ = server
+    cli = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+
+    def run(user: str, *args: str):
+        env = {**os.environ, "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+        return subprocess.run([cli, *args, "--tracking-uri", url], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+
+    allowed = run("reader", "aliases", "--name", A)
+    assert allowed.returncode == 0, allowed.stderr
+    assert "pinned" in allowed.stdout
+    refused = run("reader", "rollback", A, "production")
+    assert refused.returncode != 0
+    assert "Permission denied" in refused.stderr
+    refused = run("nobody", "history", A)
+    assert refused.returncode != 0 and "Permission denied" in refused.stderr
