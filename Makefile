@@ -11,8 +11,10 @@ PORT ?= 5000
 # database URI); the model registry, where aliases live, goes through prompt-alias+.
 DATABASE_URL ?= sqlite:///mlflow.db
 PYTEST_ARGS ?=
+# `make serve-auth`: MLflow's auth config, users' database and Flask secret (generated once).
+AUTH_DIR ?= .mlflow-auth
 
-.PHONY: install wheel serve test clean
+.PHONY: install wheel serve serve-auth test clean
 
 # The dependencies, the test tools and MLflow $(MLFLOW), once per change of the package
 # metadata or of the MLflow release.
@@ -35,6 +37,11 @@ install: wheel
 serve: install
 	$(BIN)/mlflow server --app-name prompt-alias --backend-store-uri $(DATABASE_URL) \
 		--registry-store-uri prompt-alias+$(DATABASE_URL) --host $(HOST) --port $(PORT)
+
+# The same with MLflow's users and permissions (--app-name prompt-alias-auth); the first start
+# generates the admin password and prints it.
+serve-auth: install
+	scripts/serve-auth $(BIN) $(AUTH_DIR) $(DATABASE_URL) $(HOST) $(PORT)
 
 # -P: the checkout is not put on sys.path, so the tests import the installed wheel.
 test: install

@@ -6,8 +6,14 @@ the CPU the clients and the server spend per load. A third row, ``replay``, puts
 clients in front of a server that only replays recorded answers: the most that any server
 could give them on this machine.
 
+With ``--auth``, two more servers on copies of the same registry: stock ``--app-name
+basic-auth`` and ``--app-name prompt-alias-auth``, each with MLflow's credential cache on
+(``auth_cache_ttl_seconds = 60``: the password is hashed once per user and worker, not per
+request), the clients loading as a non-admin user with READ (so every load is authorized).
+
     python -m benchmarks.server_bench            # 30 s of load per configuration
     python -m benchmarks.server_bench --quick    # a few seconds, for CI
+    python -m benchmarks.server_bench --auth     # also the authenticated apps
     python -m benchmarks.server_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
 """
 
@@ -45,7 +51,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(backend: str, workdir: Path, workers: int, *extra: str):
+# The authenticated servers: their admin, and the non-admin user the clients load as.
+_ADMIN = ("admin", "benchmark-admin-password")
+_READER = ("reader", "benchmark-reader-password")
+
+
+def _auth_env(workdir: Path, label: str) -> dict[str, str]:
+    """MLflow's auth config for one server: its own users' database, READ for everyone,
+    MLflow's credential cache on."""
+    directory = workdir / f"auth-{label}"
+    directory.mkdir()
+    (directory / "basic_auth.ini").write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = sqlite:///{directory / 'basic_auth.db'}\n"
+        f"admin_username = {_ADMIN[0]}\nadmin_password = {_ADMIN[1]}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"
+    )
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(directory / "basic_auth.ini"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": "benchmark-only-secret"}  # fmt: skip
+
+
+def _start(backend: str, workdir: Path, workers: int, *extra: str, env: dict[str, str] | None = None):
     port = _free_port()
     log = open(workdir / f"server-{port}.log", "wb")
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
@@ -53,6 +81,7 @@ def _start(backend: str, workdir: Path, workers: int, *extra: str):
         [mlflow_cli, "server", "--backend-store-uri", backend, "--host", "127.0.0.1",
          "--port", str(port), "--workers", str(workers), *extra],
         cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env={**os.environ, **(env or {})},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -145,6 +174,15 @@ def _replay_server(upstream: str, port: int, ready) -> None:
     asyncio.run(run())
 
 
+def _as_user(credentials: tuple[str, str] | None) -> None:
+    """This process's MLflow client sends ``credentials`` (or none)."""
+    for variable, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), credentials or (None, None)):
+        if value is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = value
+
+
 def _warm(url: str, size: int) -> None:
     """One load of every prompt, so the replay server has every answer before it is timed."""
     import mlflow
@@ -155,12 +193,13 @@ def _warm(url: str, size: int) -> None:
         mlflow.genai.load_prompt(f"prompts:/{name_of(i)}@production", **fresh_load_kwargs())
 
 
-def _client(url: str, size: int, seconds: float, start_at: float, seed: int):
+def _client(url: str, size: int, seconds: float, start_at: float, seed: int, credentials=None):
     """Load prompts by alias for ``seconds`` from ``start_at``: the latency of each load, and
     the CPU time this client process spent (the stock client's own cost, threads included)."""
     import random
     import warnings
 
+    _as_user(credentials)
     warnings.filterwarnings("ignore")
     import mlflow
     import mlflow.genai
@@ -183,9 +222,10 @@ def _import_mlflow(_) -> None:
     import mlflow.genai  # noqa: F401
 
 
-def _load(pool, proc, url: str, clients: int, size: int, seconds: float):
+def _load(pool, proc, url: str, clients: int, size: int, seconds: float, credentials=None):
     start_at = time.time() + 2  # each client connects (one load) before the agreed start
-    pending = pool.starmap_async(_client, [(url, size, seconds, start_at, i) for i in range(clients)], chunksize=1)
+    jobs = [(url, size, seconds, start_at, i, credentials) for i in range(clients)]
+    pending = pool.starmap_async(_client, jobs, chunksize=1)
     time.sleep(max(0.0, start_at - time.time()))
     server_cpu = _server_cpu_seconds(proc)
     time.sleep(seconds)
@@ -214,17 +254,30 @@ def _load_replay(pool, upstream: str, size: int, seconds: float):
         proc.join()
 
 
+def _add_reader(url: str) -> None:
+    response = requests.post(url + "/api/2.0/mlflow/users/create", auth=_ADMIN, timeout=60,
+                             json={"username": _READER[0], "password": _READER[1]})  # fmt: skip
+    response.raise_for_status()
+
+
 def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: float, workdir: Path) -> None:
-    """Load both servers in turn at 1 and 8 clients; print the table and the ratios."""
+    """Load each server in turn at 1 and 8 clients; print the table and the ratios. A label
+    ending in ``auth`` is an authenticated app, loaded as the READ user."""
     results = {}
     with multiprocessing.get_context("spawn").Pool(8) as pool:
         pool.map(_import_mlflow, range(8), chunksize=1)  # before anything is timed
         for label, (backend, *extra) in backends.items():
-            proc, url = _start(backend, workdir, args.workers, *extra)
+            authenticated = label.endswith("auth")
+            env = _auth_env(workdir, f"{engine}-{label}") if authenticated else None
+            proc, url = _start(backend, workdir, args.workers, *extra, env=env)
             try:
+                credentials = None
+                if authenticated:
+                    _add_reader(url)
+                    credentials = _READER
                 _wait_until_idle(proc)
                 for clients in (1, 8):
-                    results[(label, clients)] = _load(pool, proc, url, clients, args.prompts, seconds)
+                    results[(label, clients)] = _load(pool, proc, url, clients, args.prompts, seconds, credentials)
                 if label == "plugin":
                     results.update(_load_replay(pool, url, args.prompts, seconds))
             finally:
@@ -234,11 +287,22 @@ def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: fl
     print(f"\n== {engine}: load_prompt by alias through mlflow server --workers {args.workers}, "
           f"{seconds:g} s per row; latency in ms ==")  # fmt: skip
     print_table(["server", "clients", "median", "p95", "loads/s", "client CPU ms/load", "server CPU ms/load"], rows)
+
+    def ratio(name: str, before: str, after: str, clients: int) -> None:
+        old, new = results[(before, clients)], results[(after, clients)]
+        print(f"ratio {engine} {name} {clients} client(s): median {old[0]:.1f} -> {new[0]:.1f} ms "
+              f"({old[0] / new[0]:.1f}x), throughput {old[2]:.1f} -> {new[2]:.1f} loads/s "
+              f"({new[2] / old[2]:.1f}x), server CPU {old[4]:.1f} -> {new[4]:.1f} ms/load "
+              f"({old[4] / new[4]:.1f}x)")  # fmt: skip
+
     for clients in (1, 8):
-        stock, plugin = results[("stock", clients)], results[("plugin", clients)]
-        print(f"ratio {engine} server {clients} client(s): median {stock[0]:.1f} -> {plugin[0]:.1f} ms "
-              f"({stock[0] / plugin[0]:.1f}x), throughput {stock[2]:.1f} -> {plugin[2]:.1f} loads/s "
-              f"({plugin[2] / stock[2]:.1f}x)")  # fmt: skip
+        ratio("server", "stock", "plugin", clients)
+    if ("plugin-auth", 1) in results:
+        for clients in (1, 8):
+            # The authenticated plugin against the plugin without authentication (the target:
+            # at most 1.5x its median) and against stock's basic-auth app.
+            ratio("auth cost", "plugin-auth", "plugin", clients)
+            ratio("auth server", "basic-auth", "plugin-auth", clients)
     # The clients run on this machine too, and the stock client's own CPU per load bounds what
     # any server could give here: the replay server, which does no work per request, shows it.
     stock, replay = results[("stock", 8)], results[("replay", 8)]
@@ -254,18 +318,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="3 s per configuration (for CI)")
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
+    parser.add_argument("--auth", action="store_true", help="also stock basic-auth and prompt-alias-auth")
     args = parser.parse_args()
     seconds = 3 if args.quick else args.seconds
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-server-bench-"))
     try:
         build_registry(f"prompt-alias+sqlite:///{workdir / 'seed.db'}", args.prompts)
         reset_mlflow()
-        shutil.copy(workdir / "seed.db", workdir / "stock.db")
-        shutil.copy(workdir / "seed.db", workdir / "plugin.db")
-        measure("sqlite", {
+        copies = ("stock", "plugin", "basic-auth", "plugin-auth") if args.auth else ("stock", "plugin")
+        for copy in copies:
+            shutil.copy(workdir / "seed.db", workdir / f"{copy}.db")
+        backends = {
             "stock": (make_stock(f"sqlite:///{workdir / 'stock.db'}"),),
             "plugin": (f"prompt-alias+sqlite:///{workdir / 'plugin.db'}", "--app-name", "prompt-alias"),
-        }, args, seconds, workdir)  # fmt: skip
+        }
+        if args.auth:
+            backends["basic-auth"] = (make_stock(f"sqlite:///{workdir / 'basic-auth.db'}"), "--app-name", "basic-auth")
+            backends["plugin-auth"] = (f"prompt-alias+sqlite:///{workdir / 'plugin-auth.db'}",
+                                       "--app-name", "prompt-alias-auth")  # fmt: skip
+        measure("sqlite", backends, args, seconds, workdir)
         if args.postgres_url:
             with PostgresCopies(args.postgres_url) as pg:
                 stock, plugin = pg.registry_copies(args.prompts)

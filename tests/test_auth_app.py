@@ -18,7 +18,7 @@ from mlflow_prompt_alias_store import _routes as routes
 
 from _server import mlflow_server
 
-pytestmark = [pytest.mark.server, pytest.mark.every_minor]
+pytestmark = pytest.mark.server
 
 ADMIN = ("admin", "admin-password-for-tests")
 PASSWORD = "a-password-for-tests"
@@ -186,6 +186,7 @@ def check_refusal(response, status: int, path: str) -> None:
         assert response.text.startswith({401: "You are not authenticated", 403: "Permission denied"}[status])
 
 
+@pytest.mark.every_minor
 @pytest.mark.parametrize("principal", PRINCIPALS)
 def test_permission_matrix(server, principal):
     url, uri = server
@@ -204,6 +205,7 @@ def test_permission_matrix(server, principal):
     assert not mismatches, "\n".join(mismatches)
 
 
+@pytest.mark.every_minor
 @pytest.mark.parametrize("principal", ["admin", "manager", "reader", "nobody"])
 def test_lists_show_only_readable_prompts(server, principal):
     url, _ = server
@@ -215,6 +217,7 @@ def test_lists_show_only_readable_prompts(server, principal):
     assert f"Signed in as <b>{principal}</b>" in page
 
 
+@pytest.mark.every_minor
 def test_actor_is_the_authenticated_user_whatever_the_client_claims(server):
     url, uri = server
     forged = {"X-Forwarded-User": "mallory", "X-Remote-User": "mallory", "Remote-User": "mallory"}
@@ -229,6 +232,7 @@ def test_actor_is_the_authenticated_user_whatever_the_client_claims(server):
     assert [(e.action, e.actor) for e in latest] == [("set", "editor"), ("rollback", "editor")]
 
 
+@pytest.mark.every_minor
 def test_unknown_user_and_wrong_password_are_refused_with_mlflows_401(server):
     url, _ = server
     for wrong in (("editor", "not-the-password"), ("stranger", PASSWORD)):
@@ -240,6 +244,7 @@ def test_unknown_user_and_wrong_password_are_refused_with_mlflows_401(server):
         assert response.status_code == 401
 
 
+@pytest.mark.every_minor
 def test_app_client_has_both_clients_methods(server, monkeypatch):
     from mlflow.server import get_app_client
     from mlflow.server.auth.client import AuthServiceClient
@@ -282,3 +287,60 @@ def test_cli_speaks_as_the_user_in_the_environment(server):
     assert "Permission denied" in refused.stderr
     refused = run("nobody", "history", A)
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
+
+
+def test_serve_auth_generates_the_admin_password_and_prints_it_once(tmp_path):
+    """``make serve-auth``'s script: a working admin password, printed on the first start
+    only, and the config and secret readable only by their owner."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from _server import free_port
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "serve-auth"
+    auth_dir = tmp_path / "auth"
+
+    def start(log_name: str):
+        port = free_port()
+        log = tmp_path / log_name
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [str(script), str(Path(sys.executable).parent), str(auth_dir), f"sqlite:///{tmp_path / 'mlflow.db'}",
+                 "127.0.0.1", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
+                start_new_session=True)  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                if requests.get(url + "/health", timeout=2).status_code == 200:
+                    return proc, url, log
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.3)
+
+    def stop(proc) -> None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+    proc, url, log = start("first.log")
+    try:
+        [password] = re.findall(r"Admin user 'admin', password: (\S+)", log.read_text())
+        response = requests.get(url + "/api/2.0/mlflow/users/get", params={"username": "admin"},
+                                auth=("admin", password), timeout=30)  # fmt: skip
+        assert response.status_code == 200 and response.json()["user"]["is_admin"]
+        assert requests.get(url + routes.PROTECTED, timeout=30).status_code == 401
+        assert requests.get(url + routes.PROTECTED, auth=("admin", password), timeout=30).status_code == 200
+    finally:
+        stop(proc)
+    for generated in ("basic_auth.ini", "flask_secret_key"):
+        assert (auth_dir / generated).stat().st_mode & 0o077 == 0, generated
+    proc, url, log = start("second.log")
+    try:
+        assert password not in log.read_text()
+        assert requests.get(url + routes.PROTECTED, auth=("admin", password), timeout=30).status_code == 200
+    finally:
+        stop(proc)

@@ -258,6 +258,8 @@ def test_page_renders_and_get_changes_nothing(server):
     assert not any(s in detail.text for s in ("http://", "https://", "//cdn"))  # nothing external
     missing = requests.get(url + "/prompt-alias/prompt", params={"name": "ghost"})
     assert missing.status_code == 404
+    assert missing.headers["Content-Type"].startswith("text/html")
+    assert "ghost" in missing.text and "<h1" in missing.text  # a page saying what is missing
     assert db_snapshot(uri) == before
 
 

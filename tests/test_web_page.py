@@ -110,3 +110,81 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
     if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "prompt-alias-page.png", artifacts)
+
+
+def _sign_in(browser, username: str, password: str) -> None:
+    """Every request of this browser from now on carries these basic-auth credentials, as
+    after the user answered the browser's login prompt."""
+    import base64
+
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    browser.execute_cdp_cmd("Network.enable", {})
+    browser.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {token}"}})
+
+
+def test_page_under_authentication(browser, tmp_path):
+    """--app-name prompt-alias-auth: a READ user sees the prompt but no rollback or protect
+    button, and a rollback POST forged from their session is refused; an EDIT user rolls back
+    from the page; the page names the signed-in user."""
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+    from test_auth_app import ADMIN, PASSWORD, auth_config, grant
+
+    from mlflow.server import get_app_client
+
+    db = tmp_path / "mlflow.db"
+    uri = f"prompt-alias+sqlite:///{db}"
+    with mlflow_server(f"sqlite:///{db}", tmp_path, "--registry-store-uri", uri, "--app-name",
+                       "prompt-alias-auth", workers=2, env=auth_config(tmp_path)) as (url, _):  # fmt: skip
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
+        try:
+            mlflow.set_tracking_uri(url)
+            mlflow.genai.register_prompt(name="qa_prompt", template="Answer: {{question}}")
+            mlflow.genai.register_prompt(name="qa_prompt", template="Briefly: {{question}}")
+            mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
+            mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=2)
+            client = get_app_client("prompt-alias-auth", tracking_uri=url)
+            for username, permission in (("reader", "READ"), ("editor", "EDIT")):
+                client.create_user(username, PASSWORD)
+                grant(client, username, "qa_prompt", permission)
+        finally:
+            del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+        page = f"{url}/prompt-alias/prompt?name=qa_prompt"
+
+        _sign_in(browser, "reader", PASSWORD)
+        browser.get(page)
+        assert browser.find_element(By.ID, "user").text == "Signed in as reader"
+        assert browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] td.version').text == "v2"
+        assert browser.find_elements(By.CSS_SELECTOR, "button.rollback, button.protect, button.unprotect") == []
+        browser.save_screenshot(str(tmp_path / "page-as-reader.png"))
+        status = browser.execute_async_script(
+            "var done = arguments[arguments.length - 1];"
+            "fetch('/api/2.0/mlflow/prompt-alias/rollback', {method: 'POST',"
+            " headers: {'Content-Type': 'application/json'},"
+            " body: JSON.stringify({name: 'qa_prompt', alias: 'production'})})"
+            ".then(function (r) { done(r.status); });"
+        )
+        assert status == 403
+        assert PromptAliasClient(uri).list_aliases(alias="production")[0].version == 2
+
+        _sign_in(browser, "editor", PASSWORD)
+        browser.get(page)
+        assert browser.find_element(By.ID, "user").text == "Signed in as editor"
+        assert browser.find_elements(By.CSS_SELECTOR, "button.protect, button.unprotect") == []  # admins only
+        browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] button.rollback').click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.accept()
+        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
+            lambda b: b.execute_script(
+                "var td = document.querySelector('tr[data-alias=\"production\"] td.version');"
+                "return td && td.textContent;"
+            ) == "v1"
+        )
+        browser.save_screenshot(str(tmp_path / "page-as-editor-after-rollback.png"))
+    latest = PromptAliasClient(uri).get_alias_history("qa_prompt", alias="production")[0]
+    assert (latest.action, latest.to_version, latest.actor) == ("rollback", 1, "editor")
+    if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "page-as-editor-after-rollback.png", artifacts)

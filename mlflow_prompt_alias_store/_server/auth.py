@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, has_request_context, request
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
@@ -139,6 +139,25 @@ class _MlflowAccess:
         return bool(self._can_set_alias())
 
 
+def _user_looked_up_once_per_native_read(auth) -> None:
+    """MLflow's auth hooks look the user up three times per request (``sender_is_admin``
+    before and after it, and its checks): on a native read, whose checks change no user, the
+    later lookups reuse the first (about half of MLflow's checking time on such a read in
+    3.18). Every other request looks up as MLflow does."""
+    get_user = auth.store.get_user
+
+    @functools.wraps(get_user)
+    def get_user_once(username: str):
+        if not (has_request_context() and g.get("prompt_alias_native_read")):
+            return get_user(username)
+        users = g.setdefault("prompt_alias_users", {})
+        if username not in users:
+            users[username] = get_user(username)
+        return users[username]
+
+    auth.store.get_user = get_user_once
+
+
 def create_app(app: Flask = mlflow_app):
     """MLflow's basic-auth app with the prompt-alias endpoints, page and native read routes
     (the ``mlflow.app`` entry point ``prompt-alias-auth``). Returns what MLflow's
@@ -149,6 +168,7 @@ def create_app(app: Flask = mlflow_app):
 
     extend(app)
     auth.BEFORE_REQUEST_VALIDATORS.update(_validators(auth))
+    _user_looked_up_once_per_native_read(auth)
     mlflow_access = _MlflowAccess(auth)
     access.install(app, mlflow_access)
     served = auth.create_app(app)

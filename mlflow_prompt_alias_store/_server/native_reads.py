@@ -31,6 +31,7 @@ from typing import Awaitable, Callable
 from urllib.parse import parse_qsl
 
 from flask import Response as FlaskResponse
+from flask import g
 from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 
@@ -138,6 +139,7 @@ class _NativeRead:
         its after-request hooks applied; ``None`` to hand the request to Flask."""
         app = self._flask_app
         with app.request_context(_wsgi_environ(scope)):
+            g.prompt_alias_native_read = True  # a read: nothing this request does changes a user
             refusal = app.preprocess_request()
             if refusal is not None:
                 return _starlette_response(app.finalize_request(refusal))
