@@ -5,6 +5,7 @@ the journal's actor the authenticated user, the basic-auth app's own routes and 
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def server(tmp_path_factory):
     uri = f"prompt-alias+sqlite:///{db}"
     env = auth_config(workdir)
     with mlflow_server(f"sqlite:///{db}", workdir, "--registry-store-uri", uri,
-                       "--app-name", "prompt-alias-auth", workers=2, env=env) as (url, _):  # fmt: skip
+                       "--app-name", "prompt-alias-auth", env=env) as (url, _):  # fmt: skip
         admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
         with mock.patch.dict(os.environ, admin_env):
             mlflow.set_tracking_uri(url)
@@ -96,11 +97,17 @@ def server(tmp_path_factory):
                 join_link_threads()
                 _reset_mlflow_state()
         yield url, uri
+    _direct.cache_clear()
+
+
+@functools.cache
+def _direct(uri: str) -> PromptAliasClient:
+    return PromptAliasClient(uri)
 
 
 def state(uri: str):
     """Everything a write could change, read from the database directly."""
-    client = PromptAliasClient(uri)
+    client = _direct(uri)
     return (
         client.list_aliases(),
         [client.get_alias_history(name, max_results=1000) for name in (A, B)],
@@ -344,3 +351,12 @@ def test_serve_auth_generates_the_admin_password_and_prints_it_once(tmp_path):
         assert requests.get(url + routes.PROTECTED, auth=("admin", password), timeout=30).status_code == 200
     finally:
         stop(proc)
+
+
+@pytest.mark.every_minor
+def test_basic_auth_apps_own_pages_are_served(server):
+    """What --app-name basic-auth serves beside the REST API: its sign-up page (behind login)."""
+    url, _ = server
+    assert requests.get(url + "/signup", timeout=30).status_code == 401
+    page = requests.get(url + "/signup", auth=ADMIN, timeout=30)
+    assert page.status_code == 200 and "<form" in page.text.lower()

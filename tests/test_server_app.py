@@ -249,6 +249,7 @@ def test_stock_routes_and_ui_still_answer(server):
 def test_page_renders_and_get_changes_nothing(server):
     url, uri = server
     _prompt(url, "page")
+    mlflow.genai.set_prompt_alias(name="page", alias="production", version=1)
     mlflow.genai.set_prompt_alias(name="page", alias="production", version=2)
     before = db_snapshot(uri)
     index = requests.get(url + "/prompt-alias/")

@@ -82,10 +82,22 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         assert browser.execute_script("return window.__pwned === undefined")
         browser.save_screenshot(str(tmp_path / "prompt-alias-page.png"))
 
+        # What each alias serves now, and what each move changed.
+        template = browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] pre.template')
+        assert template.text == "Briefly: {{question}}"
+        move = browser.find_element(By.CSS_SELECTOR, '#events tr[data-sequence="2"] details.diff')
+        assert move.find_element(By.TAG_NAME, "summary").text == "v1 → v2"
+        diff = move.find_element(By.TAG_NAME, "pre").get_attribute("textContent").splitlines()
+        assert "-Answer: {{question}}" in diff and "+Briefly: {{question}}" in diff
+        # Rollback is offered where it can succeed, naming the version it lands on: not for
+        # staging, whose only event created it.
+        assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-alias="staging"] button.rollback') == []
         row = 'tr[data-alias="production"] button.rollback'
+        assert browser.find_element(By.CSS_SELECTOR, row).text == "Roll back to v1"
         # Dismissing the confirmation changes nothing.
         browser.find_element(By.CSS_SELECTOR, row).click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
+        assert browser.switch_to.alert.text == "Move alias 'production' of 'qa_prompt' from v2 back to v1?"
         browser.switch_to.alert.dismiss()
         assert PromptAliasClient(sqlite_uri).list_aliases(alias="production")[0].version == 2
 
@@ -103,6 +115,23 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
             ) == "v1"
         )
         browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
+
+        # A deleted alias can be restored from the page, on the version it held.
+        mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="staging")
+        browser.refresh()
+        restore = browser.find_element(By.CSS_SELECTOR, '#deleted-aliases tr[data-alias="staging"] button.restore')
+        assert restore.text == "Restore on v1"
+        restore.click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        assert browser.switch_to.alert.text == "Restore alias 'staging' of 'qa_prompt' on v1?"
+        browser.switch_to.alert.accept()
+        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
+            lambda b: b.execute_script(
+                "var td = document.querySelector('#aliases tr[data-alias=\"staging\"] td.version');"
+                "return td && td.textContent;"
+            ) == "v1"
+        )
+    assert PromptAliasClient(sqlite_uri).list_aliases(alias="staging")[0].version == 1
     [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
     assert production.version == 1
     latest = PromptAliasClient(sqlite_uri).get_alias_history("qa_prompt", alias="production")[0]

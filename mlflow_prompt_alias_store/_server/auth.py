@@ -28,7 +28,6 @@ from flask import Flask, Response, g, has_request_context, request
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
-
 from mlflow.protos.model_registry_pb2 import GetRegisteredModel, ModelRegistryService, SetRegisteredModelAlias
 from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import _add_static_prefix

@@ -9,7 +9,9 @@ external resources; GET requests only read.
 from __future__ import annotations
 
 import datetime
+import difflib
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,8 @@ _TEMPLATES = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
 )
 _TEMPLATES.filters["printable"] = printable
+# Multi-line stored text (a template, a diff): each line as ``printable``, the line breaks kept.
+_TEMPLATES.filters["printable_lines"] = lambda text: "\n".join(printable(line) for line in str(text).split("\n"))
 
 # Timeline geometry, in SVG user units.
 _WIDTH, _LABEL, _LANE = 900, 140, 34
@@ -87,6 +91,46 @@ def _timeline(events, now_ms: int):
         lanes.append((alias, segments))
     ticks = [(_LABEL + f * (_WIDTH - _LABEL - 10), _iso(start + int(f * span))) for f in (0, 0.5, 1)]
     return lanes, ticks
+
+
+def _template_text(version) -> str:
+    """A prompt version's template as text (a chat prompt's messages as indented JSON)."""
+    template = version.template
+    return template if isinstance(template, str) else json.dumps(template, indent=2, ensure_ascii=False)
+
+
+def _diff(before: str, after: str) -> list[tuple[str, str]]:
+    """The lines of a unified diff from ``before`` to ``after``: (``"add"`` | ``"del"`` |
+    ``"hunk"`` | ``""``, text), without the file header."""
+    lines = []
+    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=2):
+        if line.startswith(("---", "+++")):
+            continue
+        kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
+        lines.append((kind, line))
+    return lines
+
+
+@dataclass
+class _AliasState:
+    """One alias of the prompt, from its latest event: where it points (``None``: deleted),
+    and the version a rollback would move it to (``None``: a rollback cannot succeed, as the
+    event created it or its version is gone)."""
+
+    alias: str
+    version: int | None
+    undo_to: int | None
+    changed: int
+
+
+def _alias_states(history, existing: set[int]) -> dict[str, _AliasState]:
+    latest = {}
+    for event in history:  # oldest first: the last one per alias wins
+        latest[event.alias] = event
+    return {
+        alias: _AliasState(alias, e.to_version, e.from_version if e.from_version in existing else None, e.timestamp)
+        for alias, e in sorted(latest.items())
+    }
 
 
 def _all_prompts(store):
@@ -165,6 +209,13 @@ def prompt() -> Response:
     lanes, ticks = _timeline(history, get_current_time_millis())
     protected = {p.alias for p in store.list_protected_aliases()}
     viewer = access.current()
+    templates = {v.version: _template_text(v) for v in versions}
+    states = _alias_states(history, set(templates))
+    diffs = {
+        e.sequence: _diff(templates[e.from_version], templates[e.to_version])
+        for e in history
+        if e.from_version in templates and e.to_version in templates and e.from_version != e.to_version
+    }
     html = _TEMPLATES.get_template("prompt.html").render(
         user=viewer.user(),
         can_roll_back=viewer.can_set_alias(name),
@@ -173,6 +224,10 @@ def prompt() -> Response:
         unprotect_url=_add_static_prefix(routes.UNPROTECT),
         name=name,
         current=store.list_aliases(name=name),
+        states=states,
+        deleted=[state for state in states.values() if state.version is None],
+        templates=templates,
+        diffs=diffs,
         protected=protected,
         events=list(reversed(history)),
         versions=versions,
