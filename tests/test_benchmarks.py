@@ -37,12 +37,13 @@ def test_store_benchmark_runs(postgres_databases):
 def test_server_benchmark_runs():
     # SQLite only: the PostgreSQL run is the same code on databases PostgresCopies makes
     # (run by the store benchmark above), and each engine starts six servers.
-    out = _run("benchmarks.server_bench")
+    out = _run("benchmarks.server_bench", "--auth")
     for engine in ("sqlite",):
-        assert f"ratio {engine} server 1 client(s): median " in out
-        assert f"ratio {engine} server 8 client(s): median " in out
+        for comparison in ("server", "auth cost", "auth server"):
+            for clients in (1, 8):
+                assert f"ratio {engine} {comparison} {clients} client(s): median " in out
         assert f"ceiling {engine} 8 clients: a server that only replays answers gives " in out
-        for server in ("stock", "plugin", "replay"):
+        for server in ("stock", "plugin", "replay", "basic-auth", "plugin-auth"):
             for clients in (1, 8):
                 assert re.search(rf"^{server} +{clients} +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ *$",
                                  out, flags=re.MULTILINE), (server, clients, out)  # fmt: skip
