@@ -47,6 +47,22 @@ def auth_config(directory: Path) -> dict[str, str]:
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-secret"}
 
 
+def cheap_password_hashes(auth_db: Path) -> None:
+    """Store every user's password with one hashing round. MLflow checks the password on every
+    request (before 3.12 it has no credential cache) with werkzeug's default, some hundred
+    milliseconds a request here: the matrix is about who may do what, not about hashing.
+    werkzeug reads the method from the stored hash, so the check is MLflow's unchanged."""
+    import sqlite3
+
+    from werkzeug.security import generate_password_hash
+
+    passwords = {ADMIN[0]: ADMIN[1]} | {user: PASSWORD for user in [*GRANTS, "nobody"]}
+    with sqlite3.connect(auth_db) as db:
+        for user, password in passwords.items():
+            cheap = generate_password_hash(password, method="pbkdf2:sha256:1")
+            db.execute("UPDATE users SET password_hash = ? WHERE username = ?", (cheap, user))
+
+
 def credentials(principal: str):
     if principal == "anonymous":
         return None
@@ -92,6 +108,7 @@ def server(tmp_path_factory):
                     client.create_user(username, PASSWORD)
                     grant(client, username, A, permission)
                 client.create_user("nobody", PASSWORD)
+                cheap_password_hashes(workdir / "basic_auth.db")
             finally:
                 from conftest import _reset_mlflow_state, join_link_threads
 
