@@ -255,6 +255,12 @@ def test_actor_is_the_authenticated_user_whatever_the_client_claims(server):
     assert response.status_code == 200, response.text
     latest = PromptAliasClient(uri).get_alias_history(A, max_results=2)
     assert [(e.action, e.actor) for e in latest] == [("set", "editor"), ("rollback", "editor")]
+    # The protection history's actor too.
+    for route in (routes.PROTECT, routes.UNPROTECT):
+        response = send(url, "admin", "POST", route, {"alias": "actor-guard", "actor": "mallory"}, headers=forged)
+        assert response.status_code == 200, response.text
+    history = PromptAliasClient(uri).get_protection_history("actor-guard")
+    assert [(e.action, e.actor) for e in history] == [("unprotect", "admin"), ("protect", "admin")]
 
 
 @pytest.mark.every_minor

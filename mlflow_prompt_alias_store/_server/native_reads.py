@@ -157,7 +157,7 @@ class _NativeRead:
                     # asyncio's hop costs less than Starlette's run_in_threadpool.
                     if self._flask_app is None:
                         body = await asyncio.to_thread(self._answer, params)
-                        response = body and Response(body, media_type="application/json")
+                        response = None if body is None else Response(body, media_type="application/json")
                     else:
                         response = await asyncio.to_thread(self._checked_answer, scope, params)
                 except Exception:
