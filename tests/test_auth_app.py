@@ -90,7 +90,7 @@ def server(tmp_path_factory):
     db = workdir / "mlflow.db"
     uri = f"prompt-alias+sqlite:///{db}"
     env = auth_config(workdir)
-    # The backend store is ours too: no MLflow job runner to start (the web-page test runs
+    # The backend store is ours too: no MLflow job runner to start (serve-auth's test runs
     # the split form, with a plain --backend-store-uri).
     with mlflow_server(uri, workdir, "--app-name", "prompt-alias-auth", env=env) as (url, _):
         admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}

@@ -165,8 +165,7 @@ def test_page_under_authentication(browser, tmp_path):
 
     db = tmp_path / "mlflow.db"
     uri = f"prompt-alias+sqlite:///{db}"
-    with mlflow_server(f"sqlite:///{db}", tmp_path, "--registry-store-uri", uri, "--app-name",
-                       "prompt-alias-auth", workers=2, env=auth_config(tmp_path)) as (url, _):  # fmt: skip
+    with mlflow_server(uri, tmp_path, "--app-name", "prompt-alias-auth", env=auth_config(tmp_path)) as (url, _):
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = ADMIN
         try:
             mlflow.set_tracking_uri(url)
