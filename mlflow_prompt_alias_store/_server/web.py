@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import functools
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ import jinja2
 from flask import Flask, Response, request
 
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
-from mlflow.prompt.registry_utils import model_version_to_prompt_version
 from mlflow.exceptions import MlflowException
+from mlflow.prompt.registry_utils import model_version_to_prompt_version
 from mlflow.server.handlers import _add_static_prefix
 from mlflow.utils.time import get_current_time_millis
 
@@ -103,9 +104,8 @@ def _diff(before: str, after: str) -> list[tuple[str, str]]:
     """The lines of a unified diff from ``before`` to ``after``: (``"add"`` | ``"del"`` |
     ``"hunk"`` | ``""``, text), without the file header."""
     lines = []
-    for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=2):
-        if line.startswith(("---", "+++")):
-            continue
+    diff = difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=2)
+    for line in itertools.islice(diff, 2, None):  # after the "---" / "+++" header
         kind = {"+": "add", "-": "del", "@": "hunk"}.get(line[:1], "")
         lines.append((kind, line))
     return lines
