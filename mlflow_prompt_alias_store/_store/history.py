@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import json
 
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
-from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModel,
