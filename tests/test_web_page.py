@@ -46,8 +46,21 @@ def browser(tmp_path):
     driver.quit()
 
 
-def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
+def _wait_for_version(browser, alias: str, version: int) -> None:
+    """Wait until the page (reloaded after a POST) shows ``alias`` on ``version``. The cell is
+    read in one script call, so an element found before the reload is never used after it
+    (chromedriver reports that as an "unknown error", not as a stale element a wait retries)."""
     from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    script = (f"var td = document.querySelector('#aliases tr[data-alias=\"{alias}\"] td.version');"
+              "return td && td.textContent;")  # fmt: skip
+    WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
+        lambda b: b.execute_script(script) == f"v{version}"
+    )
+
+
+def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -105,15 +118,7 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         browser.find_element(By.CSS_SELECTOR, row).click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         browser.switch_to.alert.accept()
-        # The page reloads after the rollback: read the cell in one script call, so an element
-        # found before the reload is never used after it (chromedriver reports that as an
-        # "unknown error", not as a stale element the wait would retry).
-        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
-            lambda b: b.execute_script(
-                "var td = document.querySelector('tr[data-alias=\"production\"] td.version');"
-                "return td && td.textContent;"
-            ) == "v1"
-        )
+        _wait_for_version(browser, "production", 1)
         browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
 
         # A deleted alias can be restored from the page, on the version it held.
@@ -125,12 +130,7 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         assert browser.switch_to.alert.text == "Restore alias 'staging' of 'qa_prompt' on v1?"
         browser.switch_to.alert.accept()
-        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
-            lambda b: b.execute_script(
-                "var td = document.querySelector('#aliases tr[data-alias=\"staging\"] td.version');"
-                "return td && td.textContent;"
-            ) == "v1"
-        )
+        _wait_for_version(browser, "staging", 1)
     assert PromptAliasClient(sqlite_uri).list_aliases(alias="staging")[0].version == 1
     [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
     assert production.version == 1
@@ -155,7 +155,6 @@ def test_page_under_authentication(browser, tmp_path):
     """--app-name prompt-alias-auth: a READ user sees the prompt but no rollback or protect
     button, and a rollback POST forged from their session is refused; an EDIT user rolls back
     from the page; the page names the signed-in user."""
-    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -204,12 +203,7 @@ def test_page_under_authentication(browser, tmp_path):
         browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] button.rollback').click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         browser.switch_to.alert.accept()
-        WebDriverWait(browser, 15, ignored_exceptions=[WebDriverException]).until(
-            lambda b: b.execute_script(
-                "var td = document.querySelector('tr[data-alias=\"production\"] td.version');"
-                "return td && td.textContent;"
-            ) == "v1"
-        )
+        _wait_for_version(browser, "production", 1)
         browser.save_screenshot(str(tmp_path / "page-as-editor-after-rollback.png"))
     latest = PromptAliasClient(uri).get_alias_history("qa_prompt", alias="production")[0]
     assert (latest.action, latest.to_version, latest.actor) == ("rollback", 1, "editor")
