@@ -97,7 +97,8 @@ def _start(backend: str, workdir: Path, workers: int, *extra: str, env: dict[str
 
 def _server_cpu_seconds(proc) -> float:
     """CPU time so far of the server: the process and every process in its session (for
-    ``mlflow server``: uvicorn's supervisor and workers, MLflow's job runners), from /proc."""
+    ``mlflow server``: uvicorn's supervisor and workers, MLflow's job runners), those that
+    ended included, from /proc."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -106,7 +107,10 @@ def _server_cpu_seconds(proc) -> float:
             continue
         # Session id: start_new_session made the mlflow server its session's leader.
         if int(stat.parent.name) == proc.pid or int(fields[3]) == proc.pid:
-            total += int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks
+            # utime + stime, and cutime + cstime: a process of the session that ended (a job
+            # runner's helper, a restarted worker) was reaped by its parent, which keeps its
+            # time, so the total never goes down. In clock ticks.
+            total += sum(int(field) for field in fields[11:15])
     return total / os.sysconf("SC_CLK_TCK")
 
 

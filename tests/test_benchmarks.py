@@ -45,8 +45,9 @@ def test_server_benchmark_runs():
         assert f"ceiling {engine} 8 clients: a server that only replays answers gives " in out
         for server in ("stock", "plugin", "replay", "basic-auth", "plugin-auth"):
             for clients in (1, 8):
+                table = out[out.index(f"== {engine}: load_prompt"):out.index(f"ratio {engine}")]
                 assert re.search(rf"^{server} +{clients} +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ +[0-9.]+ *$",
-                                 out, flags=re.MULTILINE), (server, clients, out)  # fmt: skip
+                                 out, flags=re.MULTILINE), f"no row {server} {clients}:\n{table}"  # fmt: skip
 
 
 @pytest.mark.server
@@ -56,3 +57,12 @@ def test_cli_benchmark_runs():
         assert re.search(rf"^cli http {re.escape(command)}: median [0-9]+ ms", out, flags=re.MULTILINE), (command, out)
         assert re.search(rf"^cli in-process {re.escape(command)}: median [0-9]+ ms", out, flags=re.MULTILINE), command
     assert re.search(r"^cli http set: .*; stock python -c [0-9]+ ms \([0-9.]+x faster\)", out, flags=re.MULTILINE)
+
+
+@pytest.mark.server
+def test_live_benchmark_runs(postgres_databases):
+    out = _run("benchmarks.live_bench", "--postgres-url", postgres_databases.url("test"))
+    for configuration in ("in-process sqlite, stock (3 s TTL)", "in-process sqlite, live",
+                          "2 replicas postgresql, stock (3 s TTL)", "2 replicas postgresql, live"):  # fmt: skip
+        assert re.search(rf"^propagation {re.escape(configuration)}: p50 [0-9.]+ s, p99 [0-9.]+ s, max [0-9.]+ s, "
+                         r"[0-9.]+ requests per load, missed 0$", out, flags=re.MULTILINE), (configuration, out)  # fmt: skip
