@@ -86,11 +86,15 @@ class AliasWritesMixin:
     def _locked_alias(self, session, name: str, alias: str) -> int | None:
         """The alias's version, its row locked (PostgreSQL/MySQL): a stock writer, which does
         not take the prompt's lock, may change or delete it until then. On MySQL this is also
-        a read of the latest committed row, not of the transaction's snapshot."""
+        a read of the latest committed row, not of the transaction's snapshot.
+
+        Scoped to the workspace as stock's queries are (3.10+): the key starts with it, and on
+        MySQL a locking read that cannot use the key locks every row it scans, so it would
+        wait for any other prompt's alias row a writer holds."""
         aliases = SqlRegisteredModelAlias.__table__
         return session.connection().execute(
             select(aliases.c.version)
-            .where(aliases.c.name == name, aliases.c.alias == alias)
+            .where(in_workspace(aliases, active_workspace(self)), aliases.c.name == name, aliases.c.alias == alias)
             .with_for_update()
         ).scalar()
 
@@ -145,7 +149,7 @@ class AliasWritesMixin:
         else:
             connection.execute(
                 aliases.update()
-                .where(aliases.c.name == name, aliases.c.alias == alias)
+                .where(in_workspace(aliases, active_workspace(self)), aliases.c.name == name, aliases.c.alias == alias)
                 .values(version=version)
             )
         return True
