@@ -26,7 +26,10 @@ if TYPE_CHECKING:
         rollback_alias,
         set_alias_if,
         unprotect_alias,
+        watch_aliases,
     )
+    from mlflow_prompt_alias_store._client.live import LiveAliases, enable_live_aliases
+    from mlflow_prompt_alias_store._client.watch import AliasWatch
     from mlflow_prompt_alias_store._entities import (
         AliasAssignment,
         AliasEvent,
@@ -51,6 +54,10 @@ _LAZY = {
     "rollback_alias": "mlflow_prompt_alias_store._client.client",
     "set_alias_if": "mlflow_prompt_alias_store._client.client",
     "unprotect_alias": "mlflow_prompt_alias_store._client.client",
+    "watch_aliases": "mlflow_prompt_alias_store._client.client",
+    "AliasWatch": "mlflow_prompt_alias_store._client.watch",
+    "LiveAliases": "mlflow_prompt_alias_store._client.live",
+    "enable_live_aliases": "mlflow_prompt_alias_store._client.live",
     "PromptAliasRegistryStore": "mlflow_prompt_alias_store._store.registry",
     "SCHEME_PREFIX": "mlflow_prompt_alias_store._uri",
     "SUPPORTED_SCHEMES": "mlflow_prompt_alias_store._uri",
@@ -60,6 +67,8 @@ _LAZY = {
 __all__ = [
     "AliasAssignment",
     "AliasEvent",
+    "AliasWatch",
+    "LiveAliases",
     "PromptAliasClient",
     "PromptAliasRegistryStore",
     "ProtectedAlias",
@@ -67,6 +76,7 @@ __all__ = [
     "SCHEME_PREFIX",
     "SUPPORTED_SCHEMES",
     "__version__",
+    "enable_live_aliases",
     "get_alias_history",
     "get_protection_history",
     "list_aliases",
@@ -77,6 +87,7 @@ __all__ = [
     "rollback_alias",
     "set_alias_if",
     "unprotect_alias",
+    "watch_aliases",
 ]
 
 

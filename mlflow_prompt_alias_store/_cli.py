@@ -122,17 +122,18 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+_EVENT_HEADERS = ["sequence", "time", "name", "alias", "action", "from", "to", "actor"]
+
+
+def _event_row(e) -> list:
+    return [e.sequence, _format_time(e.timestamp), e.name, e.alias, e.action, e.from_version, e.to_version, e.actor]
+
+
 def _echo_events(events, token, output: str) -> None:
     if output == "json":
         click.echo(json.dumps({"events": [e.to_dict() for e in events], "next_page_token": token}))
         return
-    headers = ["sequence", "time", "name", "alias", "action", "from", "to", "actor"]
-    rows = [
-        [e.sequence, _format_time(e.timestamp), e.name, e.alias, e.action, e.from_version,
-         e.to_version, e.actor]
-        for e in events
-    ]  # fmt: skip
-    click.echo(_table(headers, rows))
+    click.echo(_table(_EVENT_HEADERS, [_event_row(e) for e in events]))
     if token:
         click.echo(f"next page: --page-token {token}")
 
@@ -439,6 +440,76 @@ def protected(history, tracking_uri, output) -> None:
     else:
         click.echo(_table(["time", "alias", "action", "actor"], [
             [_format_time(e.timestamp), e.alias, e.action, e.actor] for e in events]))  # fmt: skip
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--since", default=None, metavar="CURSOR",
+              help="Start after the event this cursor was printed with (each later event once).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Stop after this many seconds (default: watch until interrupted).")
+@_TRACKING_URI
+@_OUTPUT
+def watch(name, since, timeout, tracking_uri, output) -> None:
+    """Print alias changes (of prompt NAME, or of every prompt) as they happen.
+
+    With --output json, one line per event: {"event": {...}, "cursor": "..."}; a later
+    `watch --since CURSOR` picks up right after that event."""
+    from mlflow_prompt_alias_store._client.watch import AliasWatch, RestSource
+    from mlflow_prompt_alias_store._cursor import Cursor, InvalidCursor
+
+    if since is not None:
+        try:
+            Cursor.decode(since)
+        except InvalidCursor as e:
+            raise click.BadParameter(str(e), param_hint="--since")
+    client = _run(lambda: _client(tracking_uri))
+
+    state = {"lost": False}
+
+    def connection(connected: bool) -> None:
+        # Said on stderr, and only when it changes after the first connection.
+        if not connected:
+            state["lost"] = True
+            click.echo("(connection lost: reconnecting)", err=True)
+        elif state["lost"]:
+            click.echo("(reconnected)", err=True)
+
+    def start() -> AliasWatch:
+        if hasattr(client, "watch_round"):  # a server, through the CLI's own transport
+            return AliasWatch(RestSource(client), since=since, name=name, timeout=timeout, on_connection=connection)
+        return client._watch(since=since, name=name, timeout=timeout, on_connection=connection)
+
+    w = _run(start)
+    try:
+        for event in _events(w):
+            if output == "json":
+                click.echo(json.dumps({"event": event.to_dict(), "cursor": w.cursor}))
+            else:
+                change = " -> ".join("-" if v is None else str(v) for v in (event.from_version, event.to_version))
+                click.echo(printable(f"{_format_time(event.timestamp)}  {event.name}@{event.alias}  "
+                                     f"{event.action} {change}  by {event.actor}  (#{event.sequence})"))  # fmt: skip
+    except KeyboardInterrupt:
+        pass
+    finally:
+        w.close()
+
+
+def _events(w):
+    """The watch's events; its errors (a refused permission, a server without the app) as
+    the CLI reports every error."""
+    while True:
+        try:
+            event = next(w)
+        except StopIteration:
+            return
+        except click.exceptions.Exit:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:
+            _fail(e)
+        yield event
 
 
 def _echo_protected(rows, output: str) -> None:

@@ -145,6 +145,104 @@ def evict_cached_alias(name: str, alias: str, registry_uris) -> None:
         cache.delete(name, alias=alias)
 
 
+# ---------------------------------------------------------------- live aliases' cache
+
+# ``enable_live_aliases`` keeps alias entries of MLflow's ``PromptCache`` past their TTL while
+# its watch is connected, and drops a load that raced a move. It wraps the cache's ``get`` and
+# ``set`` (class attributes, so ``PromptCache._reset_instance`` keeps them) and reads its
+# ``_cache`` dict of key -> (prompt, expiry) under its ``_lock``. The key is a
+# ``PromptCacheKey`` with ``name`` and ``alias``, and from 3.17 ``registry_namespace``. Before
+# 3.8 there is no cache (every load by alias asks the registry) and nothing to keep.
+_live_handles: list = []
+_live_originals: dict = {}
+
+
+def _prompt_cache_class():
+    try:
+        from mlflow.prompt.registry_utils import PromptCache
+    except ImportError:
+        return None
+    return PromptCache
+
+
+def live_prompt_cache_install(handle) -> bool:
+    """Let ``handle`` (a ``LiveAliases``) keep and guard alias entries; ``False`` if this
+    MLflow has no prompt cache."""
+    cache_class = _prompt_cache_class()
+    if cache_class is None:
+        return False
+    if not _live_originals:
+        _live_originals.update(get=cache_class.get, set=cache_class.set)
+
+        def get(self, key):
+            handles = list(_live_handles)
+            if handles:
+                with self._lock:
+                    item = self._cache.get(key)
+                if item is not None and any(h.keeps(key) for h in handles):
+                    return item[0]
+            value = _live_originals["get"](self, key)
+            if value is None:
+                for h in handles:
+                    h.missed(key)
+            return value
+
+        def set(self, key, value, ttl_seconds=None):
+            if all(h.storing(key, ttl_seconds) for h in list(_live_handles)):
+                _live_originals["set"](self, key, value, ttl_seconds)
+
+        cache_class.get, cache_class.set = get, set
+    _live_handles.append(handle)
+    return True
+
+
+def live_prompt_cache_uninstall(handle) -> None:
+    if handle in _live_handles:
+        _live_handles.remove(handle)
+    cache_class = _prompt_cache_class()
+    if not _live_handles and _live_originals and cache_class is not None:
+        cache_class.get, cache_class.set = _live_originals["get"], _live_originals["set"]
+        _live_originals.clear()
+
+
+def cache_key_name(key) -> str | None:
+    return getattr(key, "name", None)
+
+
+def cache_key_alias(key) -> str | None:
+    return getattr(key, "alias", None)
+
+
+def cache_key_registry(key, registry_uri: str) -> bool:
+    """Whether ``key`` is of prompts loaded from ``registry_uri`` (always, before 3.17)."""
+    namespace = getattr(key, "registry_namespace", None)
+    if namespace is None:
+        return True
+    from mlflow.prompt.registry_utils import _get_prompt_cache_namespace
+
+    return namespace == _get_prompt_cache_namespace(registry_uri)
+
+
+def extend_cached_prompt(key, expiry: float) -> None:
+    """Let ``key``'s cached prompt live until at least ``expiry`` (``time.time()``)."""
+    cache = _prompt_cache_class().get_instance()
+    with cache._lock:
+        item = cache._cache.get(key)
+        if item is not None and item[1] < expiry:
+            cache._cache[key] = (item[0], expiry)
+
+
+def evict_cached_alias_everywhere(name: str, alias: str) -> None:
+    """Drop every cached load of ``name@alias`` (any registry, any workspace)."""
+    cache_class = _prompt_cache_class()
+    if cache_class is None:
+        return
+    cache = cache_class.get_instance()
+    with cache._lock:
+        for key in [k for k in cache._cache if cache_key_name(k) == name and cache_key_alias(k) == alias]:
+            cache._cache.pop(key, None)
+
+
 # ---------------------------------------------------------------- workspaces (3.10)
 
 # 3.10 added workspaces: a ``workspace`` column on every registry table (part of the keys),

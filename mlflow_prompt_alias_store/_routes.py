@@ -17,6 +17,8 @@ PROTECT = f"{_API}/protect"
 UNPROTECT = f"{_API}/unprotect"
 PROTECTED = f"{_API}/protected"
 PROTECTION_HISTORY = f"{_API}/protection-history"
+# The change feed (a long poll: events after a cursor, or the cursor after waiting).
+WATCH = f"{_API}/watch"
 
 # MLflow's own alias endpoint (set with POST, delete with DELETE).
 STOCK_ALIAS = "/api/2.0/mlflow/registered-models/alias"

@@ -156,6 +156,7 @@ def cells(name: str):
         ("stock set alias", "update", "POST", routes.STOCK_ALIAS,
          {"name": name, "alias": "scratch", "version": "1"}),
         ("stock delete alias", "delete", "DELETE", routes.STOCK_ALIAS, {"name": name, "alias": "scratch"}),
+        ("change feed of one prompt", "read", "GET", routes.WATCH, {"name": name, "wait": "0"}),
     ]
 
 
@@ -164,6 +165,7 @@ GLOBAL_CELLS = [
     ("protection history", "login", "GET", routes.PROTECTION_HISTORY, {}),
     ("aliases of every prompt", "login", "GET", routes.ALIASES, {}),
     ("index page", "login", "GET", routes.PAGE, {}),
+    ("change feed of every prompt", "login", "GET", routes.WATCH, {"wait": "0"}),
     ("protect", "admin", "POST", routes.PROTECT, {"alias": "guard"}),
     ("unprotect", "admin", "POST", routes.UNPROTECT, {"alias": "guard"}),
 ]
@@ -240,6 +242,30 @@ def test_lists_show_only_readable_prompts(server, principal):
     page = send(url, principal, "GET", routes.PAGE, {}).text
     assert {name for name in (A, B) if f">{name}</a>" in page} == readable
     assert f"Signed in as <b>{principal}</b>" in page
+
+
+@pytest.mark.every_minor
+def test_change_feed_shows_only_readable_prompts(server):
+    """Every prompt's feed, waiting for events: each user gets the events of the prompts they
+    may read, and the cursor moves past the others all the same."""
+    url, uri = server
+    principals = ["admin", "reader", "nobody"]
+    cursors = {p: send(url, p, "GET", routes.WATCH, {"wait": "0"}).json()["cursor"] for p in principals}
+    direct = _direct(uri)
+    for name in (B, A):  # B's event first: the feed waits past it for a reader of A
+        direct.set_alias_if(name, "feed-check", 1, None)
+    for principal in principals:
+        seen = []
+        cursor = cursors[principal]
+        for _ in range(2):
+            answer = send(url, principal, "GET", routes.WATCH, {"since": cursor, "wait": "2"}).json()
+            seen += [(e["name"], e["alias"], e["to_version"]) for e in answer["events"]]
+            cursor = answer["cursor"]
+        readable = {"admin": [B, A], "reader": [A], "nobody": []}[principal]
+        assert seen == [(name, "feed-check", 1) for name in readable], principal
+    for name in (A, B):
+        response = send(url, "admin", "DELETE", routes.STOCK_ALIAS, {"name": name, "alias": "feed-check"})
+        assert response.status_code == 200, response.text
 
 
 @pytest.mark.every_minor

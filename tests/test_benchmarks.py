@@ -66,3 +66,5 @@ def test_live_benchmark_runs(postgres_databases):
                           "2 replicas postgresql, stock (3 s TTL)", "2 replicas postgresql, live"):  # fmt: skip
         assert re.search(rf"^propagation {re.escape(configuration)}: p50 [0-9.]+ s, p99 [0-9.]+ s, max [0-9.]+ s, "
                          r"[0-9.]+ requests per load, missed 0$", out, flags=re.MULTILINE), (configuration, out)  # fmt: skip
+    assert re.search(r"^idle watchers 200: ordinary request median [0-9.]+ -> [0-9.]+ ms \([0-9.]+x\); "
+                     r"woken 200/200 in [0-9.]+ s$", out, flags=re.MULTILINE), out  # fmt: skip

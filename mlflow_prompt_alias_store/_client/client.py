@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.entities.paged_list import PagedList
@@ -13,6 +15,9 @@ from mlflow_prompt_alias_store._entities import (
     ProtectionEvent,
 )
 from mlflow_prompt_alias_store._uri import SCHEME_PREFIX
+
+if TYPE_CHECKING:
+    from mlflow_prompt_alias_store._client.watch import AliasWatch
 
 
 def _resolve_store(tracking_uri: str | None):
@@ -227,6 +232,56 @@ class PromptAliasClient:
         """
         return self._store.list_aliases(name, alias)
 
+    def watch_aliases(
+        self, since: str | None = None, name: str | None = None, timeout: float | None = None
+    ) -> AliasWatch:
+        """The journal's events as they happen: every alias change of every prompt (or of
+        ``name``), made anywhere, in each prompt's order.
+
+        A server pushes them through its change feed (a long poll that holds no worker
+        thread); in-process, the database is watched (PostgreSQL's ``LISTEN``, elsewhere a
+        read every 0.1 s). Losing the connection does not end the watch: it retries with
+        backoff and catches up, and ``watch.connected`` says how it stands.
+
+        Args:
+            since: A ``watch.cursor`` of an earlier watch: start right after the last event it
+                yielded (each later event exactly once). ``None``: from now on.
+            name: Only this prompt's events.
+            timeout: Stop after this many seconds (``None``: watch until ``watch.stop()``).
+
+        Returns:
+            An :class:`AliasWatch`: an iterator of :class:`AliasEvent` with ``cursor``,
+            ``connected`` and ``stop()``; a context manager.
+
+        Raises:
+            MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad cursor, name or timeout.
+
+        Example:
+            >>> with client.watch_aliases(name="qa_prompt", timeout=60) as watch:
+            ...     for event in watch:
+            ...         print(event.alias, event.action, event.to_version)
+        """
+        from mlflow_prompt_alias_store._cursor import Cursor, InvalidCursor
+
+        if name is not None:
+            from mlflow.utils.validation import _validate_model_name
+
+            _validate_model_name(name)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise MlflowException(f"timeout must be a number of seconds, got {timeout!r}.", INVALID_PARAMETER_VALUE)
+        if since is not None:
+            try:
+                Cursor.decode(since)
+            except InvalidCursor as e:
+                raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
+        return self._watch(since, name, timeout)
+
+    def _watch(self, since=None, name=None, timeout=None, on_connection=None) -> AliasWatch:
+        from mlflow_prompt_alias_store._client.watch import AliasWatch, RestSource, StoreSource
+
+        source = RestSource(self._store) if hasattr(self._store, "watch_round") else StoreSource(self._store)
+        return AliasWatch(source, since=since, name=name, timeout=timeout, on_connection=on_connection)
+
 
 def get_alias_history(
     name: str,
@@ -279,3 +334,8 @@ def get_protection_history(alias: str | None = None) -> list[ProtectionEvent]:
 def list_aliases(name: str | None = None, alias: str | None = None) -> list[AliasAssignment]:
     """:meth:`PromptAliasClient.list_aliases` on the current tracking URI."""
     return PromptAliasClient().list_aliases(name, alias)
+
+
+def watch_aliases(since: str | None = None, name: str | None = None, timeout: float | None = None) -> AliasWatch:
+    """:meth:`PromptAliasClient.watch_aliases` on the current tracking URI."""
+    return PromptAliasClient().watch_aliases(since, name, timeout)

@@ -100,10 +100,23 @@ class LightTransport:
         if client_cert := os.environ.get("MLFLOW_TRACKING_CLIENT_CERT_PATH"):
             self._session.cert = client_cert
         self._timeout = float(_setting("MLFLOW_HTTP_REQUEST_TIMEOUT"))
+        self._single = None
 
-    def call(self, endpoint: str, method: str, **kwargs) -> dict[str, Any]:
-        response = self._session.request(
-            method, self.tracking_uri + endpoint, timeout=self._timeout, **kwargs
+    def call(self, endpoint: str, method: str, timeout: float | None = None, max_retries: int | None = None,
+             **kwargs) -> dict[str, Any]:  # fmt: skip
+        session = self._session
+        if max_retries == 0:
+            # One attempt (the watch's long polls, which retry on their own): the same
+            # credentials and TLS settings, without the retrying adapter.
+            if self._single is None:
+                import requests
+
+                self._single = requests.Session()
+                for setting in ("auth", "headers", "verify", "cert"):
+                    setattr(self._single, setting, getattr(self._session, setting))
+            session = self._single
+        response = session.request(
+            method, self.tracking_uri + endpoint, timeout=timeout or self._timeout, **kwargs
         )
         try:
             body = response.json()

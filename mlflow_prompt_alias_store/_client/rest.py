@@ -112,3 +112,9 @@ class RestAliasBackend:
     def list_aliases(self, name=None, alias=None):
         data = self._get(routes.ALIASES, name=name, alias=alias)
         return [AliasAssignment(**a) for a in data.get("aliases", [])]
+
+    # The change feed: one long poll, not retried here (the watch retries with its own
+    # backoff and says meanwhile that it is disconnected).
+    def watch_round(self, since, name, wait) -> dict[str, Any]:
+        params = {k: v for k, v in {"since": since, "name": name, "wait": f"{wait:.3f}"}.items() if v is not None}
+        return self._transport.call(routes.WATCH, "GET", params=params, timeout=wait + 15, max_retries=0)

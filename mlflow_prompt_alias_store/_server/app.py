@@ -16,6 +16,7 @@ from mlflow.protos.model_registry_pb2 import (
     DeleteRegisteredModelAlias,
     SetRegisteredModelAlias,
 )
+from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
 from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import HANDLERS, _add_static_prefix, _wrap_response
 
@@ -143,15 +144,21 @@ def extend(app: Flask) -> None:
     _explain_job_execution()
 
 
-def add_native_reads(fastapi_app, flask_app: Flask | None = None) -> None:
-    """The native read routes, first in MLflow's FastAPI app (3.4+). With ``flask_app``, each
-    request first passes that app's request hooks (authentication and authorization)."""
+def add_native_reads(fastapi_app, flask_app: Flask, checked: bool = False) -> None:
+    """The native routes, first in MLflow's FastAPI app: the change feed (whose rounds run in
+    ``flask_app``), and from 3.4 the reads (with ``checked``, each request first passes
+    ``flask_app``'s request hooks: authentication and authorization)."""
     _set_tcp_nodelay_on_inherited_listeners()
+    if os.environ.get(ARTIFACTS_ONLY_ENV_VAR):
+        return
+    # Starlette is only needed (and only imported) when MLflow serves through uvicorn.
+    from mlflow_prompt_alias_store._server import watch
+
+    watch.install(fastapi_app, flask_app)
     if has_native_routes():
-        # Starlette is only needed (and only imported) when MLflow serves through uvicorn.
         from mlflow_prompt_alias_store._server import native_reads
 
-        native_reads.install(fastapi_app, checked_by=flask_app)
+        native_reads.install(fastapi_app, checked_by=flask_app if checked else None)
 
 
 def create_app(app: Flask = mlflow_app):
@@ -162,5 +169,5 @@ def create_app(app: Flask = mlflow_app):
     fastapi_app = asgi_app(app)
     if fastapi_app is None:
         return app
-    add_native_reads(fastapi_app)
+    add_native_reads(fastapi_app, app)
     return fastapi_app

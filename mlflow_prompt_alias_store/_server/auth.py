@@ -12,8 +12,9 @@ endpoint whose permission ours needs:
 - rollback and compare-and-set: stock's ``SetRegisteredModelAlias`` (what setting that
   alias needs);
 - protect and unprotect: administrators only;
-- the protected list, its history, ``aliases`` of every prompt and the index page: any
-  authenticated user, with the lists cut to what the user may read.
+- the protected list, its history, ``aliases`` and the change feed of every prompt and the
+  index page: any authenticated user, with the lists cut to what the user may read (one
+  prompt's ``aliases`` or feed: READ on it).
 
 The native read routes pass MLflow's request hooks too (``native_reads``), and the journal's
 actor is the authenticated user (``g.prompt_alias_actor``).
@@ -73,6 +74,8 @@ def _validators(auth) -> dict[tuple[str, str], Callable[[], bool]]:
         (routes.UNPROTECT, "POST"): _deny,
         (routes.PROTECTED, "GET"): _allow,
         (routes.PROTECTION_HISTORY, "GET"): _allow,
+        # One prompt's feed: READ on it; every prompt's: cut to the readable ones.
+        (routes.WATCH, "GET"): can_read_named_or_list,
         (routes.PAGE, "GET"): _allow,
         (routes.PAGE + "prompt", "GET"): can_read,
     }
@@ -182,5 +185,5 @@ def create_app(app: Flask = mlflow_app):
     fastapi_app = served if not isinstance(served, Flask) else asgi_app(app)
     if fastapi_app is None:
         return app
-    add_native_reads(fastapi_app, flask_app=app)
+    add_native_reads(fastapi_app, app, checked=True)
     return fastapi_app

@@ -206,3 +206,13 @@ ENDPOINTS = [
     (routes.PROTECTION_HISTORY, get_protection_history, ["GET"]),
 ]
 
+
+def _add_watch() -> None:
+    # The change feed's Flask endpoint (its own module: it is also a native route).
+    from mlflow_prompt_alias_store._server.watch import get_watch
+
+    ENDPOINTS.append((routes.WATCH, get_watch, ["GET"]))
+
+
+_add_watch()
+

@@ -17,6 +17,7 @@ ProtectionMixin         ``protection.py``      protected aliases
 AdoptionMixin           ``adoption.py``        baselines for aliases the journal lacks
 JournalReadsMixin       ``history.py``         history, point-in-time lookup, assignments
 FastReadsMixin          ``fast_reads.py``      one-statement resolution of ``name@alias``
+FeedMixin               ``feed.py``            the journal as a change feed (watchers)
 ======================  =====================  ===============================================
 
 The journal itself is written by database triggers (``triggers.py``), whoever changes an
@@ -35,6 +36,7 @@ from mlflow_prompt_alias_store._errors import sql_free_sessions
 from mlflow_prompt_alias_store._store.adoption import AdoptionMixin
 from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
 from mlflow_prompt_alias_store._store.fast_reads import FastReadsMixin
+from mlflow_prompt_alias_store._store.feed import FeedMixin
 from mlflow_prompt_alias_store._store.history import JournalReadsMixin
 from mlflow_prompt_alias_store._store.migrate import upgrade_db
 from mlflow_prompt_alias_store._store.protection import ProtectionMixin
@@ -50,6 +52,7 @@ class PromptAliasRegistryStore(
     JournalReadsMixin,
     AliasTransactionsMixin,
     FastReadsMixin,
+    FeedMixin,
     SqlAlchemyStore,
 ):
     """MLflow's SQLAlchemy registry store, with journaled, race-free alias management.

@@ -49,6 +49,8 @@ COUNTER_TABLE = "prompt_alias_sequences"
 NOT_VIA_PLUGIN = " (not via prompt-alias)"
 # PostgreSQL: the transaction-local setting that carries the write context.
 _PG_SETTING = "prompt_alias.context"
+# PostgreSQL: the channel every appended event is announced on (payload: the prompt name).
+NOTIFY_CHANNEL = "prompt_alias_events"
 # MySQL: MESSAGE_TEXT holds 128 characters; the alias is shortened in the message to fit.
 _MYSQL_ALIAS_IN_MESSAGE = 40
 # The stage MLflow gives a deleted model version (it keeps the row): STAGE_DELETED_INTERNAL.
@@ -350,6 +352,16 @@ BEGIN
     RETURN NULL;
 END
 $fn$""",
+    # Wakes the change feeds LISTENing on every server replica (``_server/feed.py``): the
+    # notification is delivered when the event's transaction commits, never before.
+    f"{TRIGGER_PREFIX}notify": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}notify() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.name);
+    RETURN NULL;
+END
+$fn$""",
 }
 
 _PG_TRIGGERS = {
@@ -365,6 +377,9 @@ ON model_versions FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}version_guard()"
     f"{TRIGGER_PREFIX}model_rename": f"""
 CREATE TRIGGER {TRIGGER_PREFIX}model_rename AFTER UPDATE OF name
 ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_rename()""",
+    f"{TRIGGER_PREFIX}notify": f"""
+CREATE TRIGGER {TRIGGER_PREFIX}notify AFTER INSERT
+ON prompt_alias_events FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}notify()""",
 }
 
 
