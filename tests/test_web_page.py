@@ -87,6 +87,9 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         segments = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment")
         assert [(s.get_attribute("data-alias"), s.get_attribute("data-version")) for s in segments] == [
             ("production", "1"), ("production", "2"), ("staging", "1")]  # fmt: skip
+        # Its axis: three distinct times, as precise as the seconds-long span needs.
+        ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#timeline text.tick")]
+        assert len(set(ticks)) == 3 and ticks[0].endswith("Z") and "." in ticks[1], ticks
         # User-supplied strings are text, never markup or script.
         actors = [td.text for td in browser.find_elements(By.CSS_SELECTOR, "#events td.actor")]
         assert EVIL_ACTOR in actors
@@ -131,6 +134,19 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         assert browser.switch_to.alert.text == "Restore alias 'staging' of 'qa_prompt' on v1?"
         browser.switch_to.alert.accept()
         _wait_for_version(browser, "staging", 1)
+
+        # Links both ways with MLflow's UI: its prompt page, and from there back to ours.
+        browser.find_element(By.ID, "mlflow-ui-link").click()
+        WebDriverWait(browser, 30).until(lambda b: b.current_url.endswith("/#/prompts/qa_prompt"))
+        back = WebDriverWait(browser, 30).until(ec.visibility_of_element_located((By.ID, "prompt-alias-link")))
+        WebDriverWait(browser, 30).until(lambda b: "qa_prompt" in b.find_element(By.TAG_NAME, "body").text)
+        browser.save_screenshot(str(tmp_path / "mlflow-ui-prompt-page.png"))
+        assert back.text == "Alias timeline"
+        browser.get(url + "/#/experiments")  # elsewhere in MLflow's UI the link is hidden
+        WebDriverWait(browser, 10).until(ec.invisibility_of_element_located((By.ID, "prompt-alias-link")))
+        browser.back()
+        WebDriverWait(browser, 10).until(ec.visibility_of_element_located((By.ID, "prompt-alias-link"))).click()
+        assert browser.find_element(By.ID, "prompt-name").text == "qa_prompt"
     assert PromptAliasClient(sqlite_uri).list_aliases(alias="staging")[0].version == 1
     [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
     assert production.version == 1
@@ -138,7 +154,8 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
     assert (latest.action, latest.from_version, latest.to_version) == ("rollback", 2, 1)
     if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(tmp_path / "prompt-alias-page.png", artifacts)
+        for shot in ("prompt-alias-page.png", "mlflow-ui-prompt-page.png"):
+            shutil.copy(tmp_path / shot, artifacts)
 
 
 def _sign_in(browser, username: str, password: str) -> None:

@@ -13,6 +13,7 @@ import difflib
 import functools
 import itertools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
 from mlflow_prompt_alias_store._text import printable
+
+_logger = logging.getLogger(__name__)
 
 _TEMPLATES = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
@@ -90,8 +93,24 @@ def _timeline(events, now_ms: int):
                 )
             )
         lanes.append((alias, segments))
-    ticks = [(_LABEL + f * (_WIDTH - _LABEL - 10), _iso(start + int(f * span))) for f in (0, 0.5, 1)]
+    ticks = [(_LABEL + f * (_WIDTH - _LABEL - 10), _tick(start + int(f * span), start, span)) for f in (0, 0.5, 1)]
     return lanes, ticks
+
+
+def _tick(ms: int, start_ms: int, span_ms: int) -> str:
+    """An axis label, as precise as the axis needs (milliseconds across less than 10 s,
+    seconds across less than an hour, else minutes), its date only where it differs from the
+    start's."""
+    timespec = "milliseconds" if span_ms < 10_000 else ("seconds" if span_ms < 3_600_000 else "minutes")
+    label = _iso_at(ms, timespec)
+    if ms != start_ms and label[:10] == _iso_at(start_ms, timespec)[:10]:
+        return label[11:]
+    return label
+
+
+def _iso_at(ms: int, timespec: str) -> str:
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def _template_text(version) -> str:
@@ -238,13 +257,48 @@ def prompt() -> Response:
         lane_height=_LANE,
         height=_LANE * max(len(lanes), 1) + 30,
         page=_add_static_prefix(routes.PAGE),
+        mlflow_ui=_add_static_prefix("/"),
         rollback_url=_add_static_prefix(routes.ROLLBACK),
         iso=_iso,
     )
     return Response(html, mimetype="text/html")
 
 
+# MLflow's UI is one page (a hash router): on a prompt's page there (``#/prompts/NAME``) a
+# link to that prompt's alias timeline appears at the top, in MLflow's blue. Inline, small, no request of
+# its own; the name is taken from the address the UI itself shows.
+_UI_LINK = """<script>(function(){
+var page=__PAGE__, link=document.createElement("a");
+link.id="prompt-alias-link"; link.textContent="Alias timeline";
+link.style.cssText="position:fixed;top:12px;left:50%;transform:translateX(-50%);z-index:2147483000;padding:4px 12px;"+
+ "border-radius:4px;background:#2272b4;color:#fff;font:13px -apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,"+
+ "'Helvetica Neue',Arial,sans-serif;text-decoration:none;box-shadow:0 1px 3px rgba(0,0,0,.3);display:none";
+function update(){var m=/^#\/prompts\/([^/?]+)/.exec(location.hash);
+ if(m){link.href=page+"prompt?name="+encodeURIComponent(decodeURIComponent(m[1]));link.style.display="block";}
+ else{link.style.display="none";}}
+window.addEventListener("hashchange",update);
+document.addEventListener("DOMContentLoaded",function(){document.body.appendChild(link);update();});
+})();</script>"""
+
+
+def _link_from_mlflow_ui(response: Response) -> Response:
+    """Add the alias-timeline link to MLflow's UI page (its index.html, as MLflow serves it)."""
+    if request.path != _add_static_prefix("/") or response.status_code != 200 or response.mimetype != "text/html":
+        return response
+    try:
+        response.direct_passthrough = False
+        html = response.get_data(as_text=True)
+        if "</body>" in html and "prompt-alias-link" not in html:
+            script = _UI_LINK.replace("__PAGE__", json.dumps(_add_static_prefix(routes.PAGE)))
+            response.set_data(html.replace("</body>", script + "</body>", 1))
+            response.headers.pop("ETag", None)  # the file's tag no longer describes the body
+    except Exception:  # a link is never worth MLflow's page
+        _logger.warning("Could not add the alias-timeline link to MLflow's UI", exc_info=True)
+    return response
+
+
 def register(app: Flask) -> None:
     page = _add_static_prefix(routes.PAGE)
     app.add_url_rule(page, "prompt_alias_index", index, methods=["GET"])
     app.add_url_rule(page + "prompt", "prompt_alias_prompt", prompt, methods=["GET"])
+    app.after_request(_link_from_mlflow_ui)
