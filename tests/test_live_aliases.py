@@ -112,6 +112,32 @@ def test_bad_watch_arguments_are_invalid_parameter_value(sqlite_uri, kwargs):
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+@pytest.mark.postgres
+@pytest.mark.every_minor
+@pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg2"], ids=["psycopg", "psycopg2"])
+def test_postgresql_wakes_watchers_at_commit(postgres_uri, driver):
+    """LISTEN/NOTIFY with either driver: a waiter wakes at the writer's commit, long before its
+    fallback read interval."""
+    from mlflow_prompt_alias_store._store.feed import PostgresListener
+
+    uri = postgres_uri.replace("prompt-alias+postgresql://", f"prompt-alias+{driver}://", 1)
+    mlflow.set_tracking_uri(uri)
+    _register(("qa",))
+    waiter = PromptAliasClient(uri)._store.alias_change_waiter()
+    try:
+        assert isinstance(waiter, PostgresListener)
+        assert waiter.poll_seconds >= 5
+        mover = threading.Timer(0.5, mlflow.genai.set_prompt_alias, ("qa", "production", 1))
+        mover.start()
+        started = time.monotonic()
+        waiter.wait(10)
+        woke = time.monotonic() - started
+        mover.join()
+        assert 0.4 < woke < 3, woke
+    finally:
+        waiter.close()
+
+
 def _hold_alias_move(inner_url: str, name: str, alias: str, version: int):
     """A stock writer's transaction that moves an existing alias row (the trigger takes its
     event id) and stays open: ``(commit, thread)``. (A move, not a first set: an insert's

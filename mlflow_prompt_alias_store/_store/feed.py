@@ -127,18 +127,18 @@ class PostgresListener(ChangeWaiter):
     def __init__(self, engine) -> None:
         super().__init__()
         pooled = engine.raw_connection()
+        self._conn = pooled.driver_connection  # (None once detached)
         pooled.detach()  # its own connection: LISTEN must not leak into the pool
         self._pooled = pooled
-        self._conn = pooled.driver_connection
-        self._psycopg2 = hasattr(self._conn, "set_isolation_level")
+        # psycopg 3 hands notifications to handlers; psycopg2 queues them on ``notifies``.
+        self._psycopg2 = not hasattr(self._conn, "add_notify_handler")
         self._pending = False
-        self._wake_r, self._wake_w = os.pipe()  # close() wakes a wait from another thread
+        self._wake_r, self._wake_w = os.pipe()  # interrupt() wakes a wait from another thread
+        self._conn.autocommit = True
         if self._psycopg2:
-            self._conn.set_isolation_level(0)
             with self._conn.cursor() as cur:
                 cur.execute(f"LISTEN {NOTIFY_CHANNEL}")
         else:
-            self._conn.autocommit = True
             self._conn.add_notify_handler(self._notified)
             self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
 
