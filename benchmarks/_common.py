@@ -105,6 +105,23 @@ class PostgresCopies:
         self.admin.dispose()
 
 
+def count_requests() -> list[int]:
+    """Count this process's HTTP requests from now on (``[n]``, updated in place), the live
+    watch's long polls apart: what ``load_prompt`` asks of a server."""
+    import requests
+
+    count = [0]
+    original = requests.Session.request
+
+    def request(self, method, url, *args, **kwargs):
+        if "/prompt-alias/watch" not in url:
+            count[0] += 1
+        return original(self, method, url, *args, **kwargs)
+
+    requests.Session.request = request
+    return count
+
+
 def fresh_load_kwargs() -> dict:
     """Arguments that make ``mlflow.genai.load_prompt`` skip its cache: ``cache_ttl_seconds=0``
     from MLflow 3.8; before, loads by alias are never cached."""

@@ -28,7 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import PostgresCopies, build_registry, fresh_load_kwargs, name_of, print_table, reset_mlflow
+from benchmarks._common import (
+    PostgresCopies,
+    build_registry,
+    count_requests,
+    fresh_load_kwargs,
+    name_of,
+    print_table,
+    reset_mlflow,
+)
 from benchmarks.server_bench import _server_cpu_seconds, _start, _stop, _wait_until_idle
 
 _STOCK_TTL = 60.0  # MLflow's default MLFLOW_ALIAS_PROMPT_CACHE_TTL_SECONDS
@@ -45,17 +53,8 @@ def _consume(uri: str, names: list[str], mode: str, ttl: float | None, out, stop
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     import mlflow
     import mlflow.genai
-    import requests
 
-    count = [0]
-    original = requests.Session.request
-
-    def request(self, method, url, *args, **kwargs):
-        if "/prompt-alias/watch" not in url:
-            count[0] += 1
-        return original(self, method, url, *args, **kwargs)
-
-    requests.Session.request = request
+    count = count_requests()
     mlflow.set_tracking_uri(uri)
     if mode == "live":
         from mlflow_prompt_alias_store import enable_live_aliases

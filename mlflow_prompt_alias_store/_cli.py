@@ -455,7 +455,7 @@ def watch(name, since, timeout, tracking_uri, output) -> None:
 
     With --output json, one line per event: {"event": {...}, "cursor": "..."}; a later
     `watch --since CURSOR` picks up right after that event."""
-    from mlflow_prompt_alias_store._client.watch import AliasWatch, RestSource
+    from mlflow_prompt_alias_store._client.watch import AliasWatch, source_for
     from mlflow_prompt_alias_store._cursor import Cursor, InvalidCursor
 
     if since is not None:
@@ -475,12 +475,9 @@ def watch(name, since, timeout, tracking_uri, output) -> None:
         elif state["lost"]:
             click.echo("(reconnected)", err=True)
 
-    def start() -> AliasWatch:
-        if hasattr(client, "watch_round"):  # a server, through the CLI's own transport
-            return AliasWatch(RestSource(client), since=since, name=name, timeout=timeout, on_connection=connection)
-        return client._watch(since=since, name=name, timeout=timeout, on_connection=connection)
-
-    w = _run(start)
+    # A server through the CLI's own transport, or PromptAliasClient's store or backend.
+    backend = getattr(client, "_store", client)
+    w = _run(lambda: AliasWatch(source_for(backend), since=since, name=name, timeout=timeout, on_connection=connection))
     try:
         for event in _events(w):
             if output == "json":
@@ -503,10 +500,6 @@ def _events(w):
             event = next(w)
         except StopIteration:
             return
-        except click.exceptions.Exit:
-            raise
-        except KeyboardInterrupt:
-            raise
         except Exception as e:
             _fail(e)
         yield event

@@ -5,8 +5,8 @@ prints one JSON line each time the version it gets changes (and the requests its
 
 Lines: ``{"ready": true}`` once loading; ``{"t": time.time(), "version": N}`` per change;
 ``{"t": time.time(), "failing": true}`` when loads start failing (and ``false`` when they work
-again); ``{"loads": N, "requests": M, "errors": K}`` at the end. Used by the tests and the live
-benchmark (benchmarks/live_bench.py imports it too).
+again); ``{"loads": N, "requests": M, "errors": K}`` at the end. The requests are counted as the
+live benchmark counts them (``benchmarks._common.count_requests``).
 """
 
 from __future__ import annotations
@@ -15,22 +15,13 @@ import json
 import sys
 import time
 import warnings
+from pathlib import Path
 
+# The checkout's benchmarks package, last on the path (the package under test stays the
+# installed one), as tests/test_benchmarks.py runs it.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-def count_requests() -> list[int]:
-    """Count this process's HTTP requests other than the live watch's own long polls."""
-    import requests
-
-    count = [0]
-    original = requests.Session.request
-
-    def request(self, method, url, *args, **kwargs):
-        if "/prompt-alias/watch" not in url:
-            count[0] += 1
-        return original(self, method, url, *args, **kwargs)
-
-    requests.Session.request = request
-    return count
+from benchmarks._common import count_requests  # noqa: E402
 
 
 def main(tracking_uri: str, name: str, alias: str, seconds: float, mode: str) -> None:

@@ -277,10 +277,9 @@ class PromptAliasClient:
         return self._watch(since, name, timeout)
 
     def _watch(self, since=None, name=None, timeout=None, on_connection=None) -> AliasWatch:
-        from mlflow_prompt_alias_store._client.watch import AliasWatch, RestSource, StoreSource
+        from mlflow_prompt_alias_store._client.watch import AliasWatch, source_for
 
-        source = RestSource(self._store) if hasattr(self._store, "watch_round") else StoreSource(self._store)
-        return AliasWatch(source, since=since, name=name, timeout=timeout, on_connection=on_connection)
+        return AliasWatch(source_for(self._store), since=since, name=name, timeout=timeout, on_connection=on_connection)
 
 
 def get_alias_history(

@@ -120,6 +120,11 @@ class RestSource:
         return events, data["cursor"]
 
 
+def source_for(backend):
+    """The rounds of a watch on ``backend``: a server's REST backend, or a store in-process."""
+    return RestSource(backend) if hasattr(backend, "watch_round") else StoreSource(backend)
+
+
 class AliasWatch(Iterator[AliasEvent]):
     """An iterator of :class:`AliasEvent`, in the order they were committed for each prompt.
 

@@ -26,7 +26,6 @@ import threading
 import time
 
 from flask import Flask, Response, jsonify, request
-from starlette.responses import Response as StarletteResponse
 
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
@@ -160,14 +159,6 @@ def _complete(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-def _starlette(flask_response) -> StarletteResponse:
-    response = StarletteResponse(flask_response.get_data(), status_code=flask_response.status_code)
-    response.raw_headers = [
-        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in flask_response.headers.items()
-    ]
-    return response
-
-
 class WatchRoute:
     """The endpoint as a native ASGI route: rounds in the Flask app (its hooks included), the
     waits between them on the process's feed."""
@@ -178,23 +169,23 @@ class WatchRoute:
 
     def _flask_round(self, environ: dict, since: str | None):
         """One round as a Flask request, from ``since`` (the request's own the first time):
-        (the answer to send, or None to wait; the cursor)."""
+        (the answer to send, or None to wait; the cursor; the seconds the request may wait)."""
         app = self._app
         with app.request_context(environ):
             refusal = app.preprocess_request()
             if refusal is not None:
-                return app.finalize_request(refusal), None
+                return app.finalize_request(refusal), None, 0.0
             try:
-                _wait_seconds()
+                wait = _wait_seconds()
                 events, cursor = _round(request.args.get("since") if since is None else since)
             except MlflowException as e:
-                return app.finalize_request(_error(e)), None
+                return app.finalize_request(_error(e)), None, 0.0
             if events or "since" not in request.args:
-                return app.finalize_request(jsonify({"events": events, "cursor": cursor})), cursor
-            return None, cursor
+                return app.finalize_request(jsonify({"events": events, "cursor": cursor})), cursor, wait
+            return None, cursor, wait
 
     async def __call__(self, scope, receive, send) -> None:
-        from mlflow_prompt_alias_store._server.native_reads import _wsgi_environ
+        from mlflow_prompt_alias_store._server.native_reads import _starlette_response, _wsgi_environ
 
         environ = _wsgi_environ(scope)
         since = None
@@ -203,15 +194,15 @@ class WatchRoute:
         future = self._feed.register()
         try:
             while True:
-                answer, cursor = await asyncio.to_thread(self._flask_round, environ, since)
+                answer, cursor, wait = await asyncio.to_thread(self._flask_round, environ, since)
                 if answer is not None:
                     break
                 since = cursor
-                wait = _requested_wait(environ) - (time.monotonic() - started)
+                wait -= time.monotonic() - started
                 if wait <= 0:
                     # The empty answer says nothing happened until now: it comes from a read
                     # made now (a feed that could not read the journal wakes nobody).
-                    answer, cursor = await asyncio.to_thread(self._flask_round, environ, since)
+                    answer, cursor, _ = await asyncio.to_thread(self._flask_round, environ, since)
                     if answer is None:
                         answer = await asyncio.to_thread(self._flask_answer, environ, cursor)
                     break
@@ -223,7 +214,7 @@ class WatchRoute:
         finally:
             self._feed.unregister(future)
             gone.cancel()
-        await _starlette(answer)(scope, receive, send)
+        await _starlette_response(answer)(scope, receive, send)
 
     def _flask_answer(self, environ: dict, cursor: str):
         """The empty answer at the end of the wait, through the app's after-request hooks."""
@@ -235,16 +226,6 @@ async def _disconnected(receive) -> None:
     """Returns when the client has gone (a GET has no body to read meanwhile)."""
     while (await receive())["type"] != "http.disconnect":
         pass
-
-
-def _requested_wait(environ: dict) -> float:
-    from urllib.parse import parse_qs
-
-    raw = parse_qs(environ.get("QUERY_STRING", "")).get("wait", [None])[0]
-    try:
-        return DEFAULT_WAIT if raw is None else min(MAX_WAIT, max(0.0, float(raw)))
-    except ValueError:
-        return 0.0
 
 
 def _error(e: MlflowException) -> Response:
