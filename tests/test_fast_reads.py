@@ -191,6 +191,7 @@ def test_store_statement_counts(sqlite_uri, operation, expected):
 
 def test_client_statement_counts(sqlite_uri, mocker):
     _populate(sqlite_uri)
+    join_link_threads()  # registering tags prompts in threads (3.13+): not this load's reads
     store = MlflowClient()._get_registry_client().store
     traced = []  # (thread, statement)
     per_read = []  # statements each read made, on its own thread
