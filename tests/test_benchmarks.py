@@ -68,3 +68,12 @@ def test_live_benchmark_runs(postgres_databases):
                          r"[0-9.]+ requests per load, missed 0$", out, flags=re.MULTILINE), (configuration, out)  # fmt: skip
     assert re.search(r"^idle watchers 200: ordinary request median [0-9.]+ -> [0-9.]+ ms \([0-9.]+x\); "
                      r"woken 200/200 in [0-9.]+ s$", out, flags=re.MULTILINE), out  # fmt: skip
+
+
+@pytest.mark.server
+def test_web_benchmark_runs():
+    out = _run("benchmarks.web_bench")
+    for page in ("index, first page", "index, search one name", "index, last page",
+                 "prompt page, newest events", "prompt page, events page 3", "stock UI prompt list (25)"):  # fmt: skip
+        assert re.search(rf"^web {re.escape(page)}: 10 prompts, 50 events median [0-9.]+ ms; "
+                         rf"100 prompts, 500 events median [0-9.]+ ms \([0-9.]+x\)$", out, flags=re.MULTILINE), (page, out)  # fmt: skip

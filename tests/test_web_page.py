@@ -227,3 +227,78 @@ def test_page_under_authentication(browser, tmp_path):
     if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "page-as-editor-after-rollback.png", artifacts)
+
+
+def test_search_and_paging(browser, sqlite_uri, tmp_path):
+    """The index searches and pages the prompts; a prompt's page pages its events (one alias's
+    on request) and draws a burst of moves as one striped run; a bad page number is a 400
+    page."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    mlflow.set_tracking_uri(sqlite_uri)
+    names = [f"prompt_{i:04d}" for i in range(120)]
+    for name in names:
+        mlflow.genai.register_prompt(name=name, template="Answer: {{question}}")
+    busy = names[0]
+    mlflow.genai.register_prompt(name=busy, template="Briefly: {{question}}")
+    for i in range(240):  # a burst: each version held a few milliseconds
+        mlflow.genai.set_prompt_alias(name=busy, alias=("production", "staging")[i % 2], version=1 + i // 2 % 2)
+    mlflow.genai.set_prompt_alias(name=names[77], alias="production", version=1)
+
+    with mlflow_server(sqlite_uri, tmp_path, "--app-name", "prompt-alias", workers=2) as (url, _):
+        def rows(table: str) -> list[str]:
+            return [r.text for r in browser.find_elements(By.CSS_SELECTOR, f"#{table} tr")[1:]]
+
+        browser.get(url + "/prompt-alias/")
+        assert browser.find_element(By.ID, "prompt-count").text == "120 prompts"
+        assert [r.split(" ")[0] for r in rows("prompts")] == names[:50]
+        assert browser.find_element(By.CSS_SELECTOR, "#prompt-pages .muted").text == "page 1 of 3"
+        browser.find_element(By.CSS_SELECTOR, "#prompt-pages a[rel=next]").click()
+        assert [r.split(" ")[0] for r in rows("prompts")] == names[50:100]
+        browser.find_element(By.CSS_SELECTOR, "#prompt-pages a[rel=next]").click()
+        assert [r.split(" ")[0] for r in rows("prompts")] == names[100:]
+        assert browser.find_elements(By.CSS_SELECTOR, "#prompt-pages a[rel=next]") == []
+
+        search = browser.find_element(By.CSS_SELECTOR, "#search input[name=q]")
+        search.send_keys("PROMPT_007")  # case-insensitive, anywhere in the name
+        search.submit()
+        assert [r.split(" ")[0] for r in rows("prompts")] == names[70:80]
+        assert browser.find_element(By.ID, "prompt-count").text == "10 prompts matching “PROMPT_007”"
+        assert "production → v1" in rows("prompts")[7]
+        assert browser.find_elements(By.ID, "prompt-pages") == []  # one page
+        browser.save_screenshot(str(tmp_path / "prompt-alias-index-search.png"))
+        browser.get(url + "/prompt-alias/?q=nothing-like-it")
+        assert rows("prompts") == ["No prompt name contains “nothing-like-it”."]
+
+        browser.find_element(By.LINK_TEXT, "Clear").click()
+        browser.find_element(By.LINK_TEXT, busy).click()
+        assert browser.find_element(By.ID, "event-count").text == "240 events, newest first"
+        sequences = [int(r.get_attribute("data-sequence")) for r in browser.find_elements(By.CSS_SELECTOR, "#events tr[data-sequence]")]
+        assert sequences == list(range(240, 140, -1))
+        browser.find_element(By.CSS_SELECTOR, "#event-pages a[rel=next]").click()
+        sequences = [int(r.get_attribute("data-sequence")) for r in browser.find_elements(By.CSS_SELECTOR, "#events tr[data-sequence]")]
+        assert sequences == list(range(140, 40, -1))
+        Select(browser.find_element(By.CSS_SELECTOR, "#event-filter select[name=alias]")).select_by_value("staging")
+        browser.find_element(By.CSS_SELECTOR, '#event-filter option[value="staging"][selected]')
+        assert browser.find_element(By.ID, "event-count").text == "120 events, newest first"
+        aliases = {td.text for td in browser.find_elements(By.CSS_SELECTOR, "#events tr[data-sequence] td:nth-child(3)")}
+        assert aliases == {"staging"}
+        assert browser.find_element(By.CSS_SELECTOR, "#event-pages .muted").text == "page 1 of 2"
+
+        # The burst is one striped run per alias, not 240 slivers; its tooltip counts it.
+        segments = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment")
+        assert len(segments) < 20, len(segments)
+        runs = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment.busy")
+        assert {r.get_attribute("data-alias") for r in runs} == {"production", "staging"}
+        assert sum(int(r.get_attribute("data-count")) for r in runs) > 200
+        browser.save_screenshot(str(tmp_path / "prompt-alias-busy-prompt.png"))
+
+        for bad in ("0", "x", "-1", "1e3", "١"):
+            browser.get(url + f"/prompt-alias/?page={bad}")
+            assert browser.find_element(By.ID, "error-status").text == "400"
+        browser.get(url + "/prompt-alias/?page=99")  # beyond the last: the last
+        assert browser.find_element(By.CSS_SELECTOR, "#prompt-pages .muted").text == "page 3 of 3"
+    if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
+        for shot in ("prompt-alias-index-search.png", "prompt-alias-busy-prompt.png"):
+            shutil.copy(tmp_path / shot, artifacts)

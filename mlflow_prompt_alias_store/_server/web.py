@@ -42,8 +42,12 @@ _TEMPLATES.filters["printable"] = printable
 # Multi-line stored text (a template, a diff): each line as ``printable``, the line breaks kept.
 _TEMPLATES.filters["printable_lines"] = lambda text: "\n".join(printable(line) for line in str(text).split("\n"))
 
-# Timeline geometry, in SVG user units.
+# Timeline geometry, in SVG user units; the narrowest stretch drawn, and the colour of a run
+# of stretches too short to draw apart.
 _WIDTH, _LABEL, _LANE = 900, 140, 34
+_MIN_WIDTH, _BUSY = 3.0, "#5f7281"
+# The index shows this many prompts a page, the prompt page this many events.
+PROMPTS_PER_PAGE, EVENTS_PER_PAGE = 50, 100
 
 
 def _iso(ms: int | None) -> str:
@@ -59,16 +63,24 @@ def _colour(version: int) -> str:
 
 @dataclass
 class _Segment:
+    """One stretch of a lane: an alias on one version (``count`` 1), or, where versions
+    changed faster than the picture can show apart, a run of ``count`` short stretches drawn
+    as one (``version`` the last of them)."""
+
     x: float
     width: float
     version: int
     colour: str
     start: str
     end: str
+    count: int = 1
 
 
 def _timeline(events, now_ms: int):
-    """Lanes of segments, one lane per alias, from the events (oldest first)."""
+    """Lanes of segments, one lane per alias, from the events (oldest first). Stretches
+    narrower than ``_MIN_WIDTH`` are drawn ``_MIN_WIDTH`` wide, so a short-lived version stays
+    visible; consecutive ones are merged into one ``busy`` segment (with the count), so a
+    journal of thousands of events stays a picture of some hundred shapes per lane."""
     if not events:
         return [], []
     start = events[0].timestamp
@@ -77,15 +89,23 @@ def _timeline(events, now_ms: int):
     lanes = []
     for alias in sorted({e.alias for e in events}):
         mine = [e for e in events if e.alias == alias]
-        segments = []
+        segments: list[_Segment] = []
         for event, following in zip(mine, mine[1:] + [None]):
             if event.to_version is None:
                 continue
             end = following.timestamp if following else now_ms
+            x, width = _LABEL + (event.timestamp - start) * scale, (end - event.timestamp) * scale
+            last = segments[-1] if segments else None
+            short_before = last is not None and (last.count > 1 or last.width <= _MIN_WIDTH)
+            if width < _MIN_WIDTH and short_before and x - (last.x + last.width) < 1:
+                last.width = max(x + width - last.x, _MIN_WIDTH)
+                last.version, last.count, last.colour = event.to_version, last.count + 1, _BUSY
+                last.end = _iso(end) if following else "now"
+                continue
             segments.append(
                 _Segment(
-                    x=_LABEL + (event.timestamp - start) * scale,
-                    width=max((end - event.timestamp) * scale, 2),
+                    x=x,
+                    width=max(width, _MIN_WIDTH),
                     version=event.to_version,
                     colour=_colour(event.to_version),
                     start=_iso(event.timestamp),
@@ -152,24 +172,32 @@ def _alias_states(history, existing: set[int]) -> dict[str, _AliasState]:
     }
 
 
-def _all_prompts(store):
-    prompts, token = [], None
-    while True:
-        page = store.search_prompts(max_results=1000, page_token=token)
-        prompts.extend(page)
-        token = page.token
-        if not token:
-            return sorted(prompts, key=lambda p: p.name)
+def _page_number(pages: int) -> int:
+    """The ``page`` query argument: 1 when absent, the last page when beyond it."""
+    raw = request.args.get("page", "1")
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+        raise MlflowException.invalid_parameter_value(f"page must be a whole number from 1, got {printable(raw)!r}.")
+    return min(int(raw), max(pages, 1))
+
+
+def _page_count(items: int, per_page: int) -> int:
+    return max(-(-items // per_page), 1)
+
+
+def _render(template: str, **context) -> str:
+    """``template`` rendered with ``context`` and what every page shows: the signed-in
+    user, the index's and MLflow's UI addresses."""
+    return _TEMPLATES.get_template(template).render(
+        user=access.current().user(),
+        page=_add_static_prefix(routes.PAGE),
+        mlflow_ui=_add_static_prefix("/"),
+        **context,
+    )
 
 
 def error_page(error: MlflowException) -> Response:
     """An HTML page for ``error``, with its HTTP status (a browser reads the page)."""
-    html = _TEMPLATES.get_template("error.html").render(
-        user=access.current().user(),
-        status=error.get_http_status_code(),
-        message=error.message,
-        page=_add_static_prefix(routes.PAGE),
-    )
+    html = _render("error.html", status=error.get_http_status_code(), message=error.message)
     return Response(html, status=error.get_http_status_code(), mimetype="text/html")
 
 
@@ -188,18 +216,32 @@ def _html_errors(view):
 
 @_html_errors
 def index() -> Response:
+    """Every prompt the user may read with its aliases, ``PROMPTS_PER_PAGE`` a page; ``q``
+    keeps the names that contain it (case-insensitive). One statement lists the names, one
+    reads the aliases: no read per prompt, whatever the registry's size."""
     store = _store()
     viewer = access.current()
-    prompts = _all_prompts(store)
-    readable = viewer.readable(p.name for p in prompts)
-    aliases: dict[str, list] = {}
+    search = request.args.get("q", "").strip()
+    names = store.list_prompt_names()
+    if search:
+        names = [n for n in names if search.casefold() in n.casefold()]
+    readable = viewer.readable(names)
+    names = [n for n in names if n in readable]
+    pages = _page_count(len(names), PROMPTS_PER_PAGE)
+    number = _page_number(pages)
+    shown = names[(number - 1) * PROMPTS_PER_PAGE : number * PROMPTS_PER_PAGE]
+    aliases: dict[str, list] = {name: [] for name in shown}
     for row in store.list_aliases():
-        aliases.setdefault(row.name, []).append(row)
-    html = _TEMPLATES.get_template("index.html").render(
-        user=viewer.user(),
-        prompts=[(p, aliases.get(p.name, [])) for p in prompts if p.name in readable],
+        if row.name in aliases:
+            aliases[row.name].append(row)
+    html = _render(
+        "index.html",
+        prompts=list(aliases.items()),
+        total=len(names),
+        search=search,
+        number=number,
+        pages=pages,
         protected=store.list_protected_aliases(),
-        page=_add_static_prefix(routes.PAGE),
         iso=_iso,
     )
     return Response(html, mimetype="text/html")
@@ -207,6 +249,9 @@ def index() -> Response:
 
 @_html_errors
 def prompt() -> Response:
+    """One prompt: its aliases now (with templates, rollback, protection), deleted aliases
+    (with restore), the timeline of its whole journal, and its events ``EVENTS_PER_PAGE`` a
+    page (``alias`` keeps one alias's), each with the diff between its versions."""
     store = _store()
     name = request.args.get("name", "")
     history, token = [], None
@@ -230,13 +275,18 @@ def prompt() -> Response:
     viewer = access.current()
     templates = {v.version: _template_text(v) for v in versions}
     states = _alias_states(history, set(templates))
+    only = request.args.get("alias", "")
+    listed = [e for e in reversed(history) if not only or e.alias == only]
+    pages = _page_count(len(listed), EVENTS_PER_PAGE)
+    number = _page_number(pages)
+    events = listed[(number - 1) * EVENTS_PER_PAGE : number * EVENTS_PER_PAGE]
     diffs = {
         e.sequence: _diff(templates[e.from_version], templates[e.to_version])
-        for e in history
+        for e in events
         if e.from_version in templates and e.to_version in templates and e.from_version != e.to_version
     }
-    html = _TEMPLATES.get_template("prompt.html").render(
-        user=viewer.user(),
+    html = _render(
+        "prompt.html",
         can_roll_back=viewer.can_set_alias(name),
         can_protect=viewer.is_admin(),
         protect_url=_add_static_prefix(routes.PROTECT),
@@ -248,7 +298,12 @@ def prompt() -> Response:
         templates=templates,
         diffs=diffs,
         protected=protected,
-        events=list(reversed(history)),
+        events=events,
+        total_events=len(listed),
+        only=only,
+        journal_aliases=sorted(states),
+        number=number,
+        pages=pages,
         versions=versions,
         lanes=lanes,
         ticks=ticks,
@@ -256,8 +311,6 @@ def prompt() -> Response:
         label=_LABEL,
         lane_height=_LANE,
         height=_LANE * max(len(lanes), 1) + 30,
-        page=_add_static_prefix(routes.PAGE),
-        mlflow_ui=_add_static_prefix("/"),
         rollback_url=_add_static_prefix(routes.ROLLBACK),
         iso=_iso,
     )

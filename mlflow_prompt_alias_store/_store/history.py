@@ -21,7 +21,7 @@ from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._compat import validate_alias_name
 from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
 from mlflow_prompt_alias_store._errors import require_in_range
-from mlflow_prompt_alias_store._store.journal import to_entity
+from mlflow_prompt_alias_store._store.journal import EVENT_COLUMNS, to_entity
 from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
 
 HISTORY_MAX_RESULTS_LIMIT = 1000
@@ -111,6 +111,19 @@ class JournalReadsMixin:
             rows = query.order_by(SqlRegisteredModelAlias.name, SqlRegisteredModelAlias.alias)
             return [AliasAssignment(r.name, r.alias, r.version) for r in rows]
 
+    def list_prompt_names(self) -> list[str]:
+        """Every prompt's name (the models that carry MLflow's prompt tag), sorted, in one
+        statement: the web page's index searches and pages these, then reads only what it
+        shows."""
+        with self.ManagedSessionMaker() as session:
+            rows = (
+                scoped_query(self, session, SqlRegisteredModelTag)
+                .filter(SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY, SqlRegisteredModelTag.value == "true")
+                .with_entities(SqlRegisteredModelTag.name)
+                .order_by(SqlRegisteredModelTag.name)
+            )
+            return [row.name for row in rows]
+
     def prompt_names(self, names: set[str]) -> set[str]:
         """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
         if not names:
@@ -160,7 +173,7 @@ class JournalReadsMixin:
             )
         before = _decode_page_token(page_token) if page_token else None
         with self.ManagedSessionMaker() as session:
-            query = session.query(SqlAliasEvent).filter(SqlAliasEvent.name == name)
+            query = session.query(*EVENT_COLUMNS).filter(SqlAliasEvent.name == name)
             if alias is not None:
                 query = query.filter(SqlAliasEvent.alias == alias)
             if before is not None:
