@@ -46,30 +46,57 @@ def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: i
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited early:\n{log_path.read_text()[-4000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass  # not listening yet, or too busy starting to answer in time
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}")
-            time.sleep(0.3)
+        wait_until_up(proc, url, log_path)
         yield url, log_path
     finally:
-        from conftest import join_link_threads
+        stop(proc)
 
-        # MLflow's prompt-to-experiment tagging threads finish against the live server (after
-        # it stops they would retry for minutes, holding MLflow's process-wide link lock).
+
+def wait_until_up(proc: subprocess.Popen, url: str, log_path: Path, timeout: float = 90) -> None:
+    """Wait until the server ``proc`` started answers ``url/health``; raise with the end of its
+    log if it exits first or does not answer within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited early:\n{log_path.read_text()[-4000:]}")
         try:
-            join_link_threads()
-        finally:
-            os.killpg(proc.pid, 15)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or too busy starting to answer in time
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.3)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True``: its whole process group (uvicorn
+    workers, MLflow's job consumers), by the leader's process id."""
+    from conftest import join_link_threads
+
+    # MLflow's prompt-to-experiment tagging threads finish against the live server (after
+    # it stops they would retry for minutes, holding MLflow's process-wide link lock).
+    try:
+        join_link_threads()
+    finally:
+        os.killpg(proc.pid, 15)
+    # The leader exits first; the rest of its group (a `make serve`'s server and the workers
+    # under it) is waited for too, so that nothing of it outlives the test.
+    deadline = time.monotonic() + 20
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True

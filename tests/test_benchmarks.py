@@ -3,6 +3,7 @@ the figures are for docs/benchmarks.md, not for pass/fail)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 import sys
@@ -15,6 +16,10 @@ OPERATIONS = ("resolve by alias (store)", "resolve by version (store)", "load_pr
               "set_prompt_alias (move)", "delete_prompt_alias")  # fmt: skip
 
 
+# Once per session for the same arguments: tests/test_docs.py runs the documented benchmark
+# commands through this too, several of them the same as the ones below (a failed run is
+# not kept, so it runs again).
+@functools.cache
 def _run(module: str, *args: str) -> str:
     # `python -m` would put the checkout first on sys.path and benchmark its sources; the
     # checkout goes last instead, so `benchmarks` is found there and the package under test

@@ -299,6 +299,15 @@ def test_search_and_paging(browser, sqlite_uri, tmp_path):
             assert browser.find_element(By.ID, "error-status").text == "400"
         browser.get(url + "/prompt-alias/?page=99")  # beyond the last: the last
         assert browser.find_element(By.CSS_SELECTOR, "#prompt-pages .muted").text == "page 3 of 3"
+
+        # An unknown prompt: an HTML page with MLflow's status and message, a way back.
+        browser.get(url + "/prompt-alias/prompt?name=no_such_prompt")
+        assert browser.find_element(By.ID, "error-status").text == "404"
+        assert "no_such_prompt" in browser.find_element(By.ID, "error-message").text
+        browser.save_screenshot(str(tmp_path / "prompt-alias-404.png"))
+        browser.find_element(By.LINK_TEXT, "Prompt aliases").click()
+        assert browser.find_element(By.ID, "prompt-count").text == "120 prompts"
     if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
-        for shot in ("prompt-alias-index-search.png", "prompt-alias-busy-prompt.png"):
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        for shot in ("prompt-alias-index-search.png", "prompt-alias-busy-prompt.png", "prompt-alias-404.png"):
             shutil.copy(tmp_path / shot, artifacts)
