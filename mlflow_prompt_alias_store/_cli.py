@@ -5,13 +5,12 @@ from __future__ import annotations
 import datetime
 import difflib
 import json
-import re
 import sys
 from typing import Any, Callable, Sequence
 
 import click
 
-from mlflow_prompt_alias_store._text import printable
+from mlflow_prompt_alias_store._text import printable, prompt_words
 from mlflow_prompt_alias_store._uri import redact
 
 _TRACKING_URI = click.option(
@@ -27,17 +26,11 @@ _OUTPUT = click.option(
 )
 
 
-# What MLflow's prompt APIs say for a registered model or model version: a prompt
-# (``mlflow.prompt.registry_utils.translate_prompt_exception``'s rule).
-_MODEL_WORDS = re.compile(r"(registered model|model version)", re.IGNORECASE)
-
-
 def _fail(e: Exception, hint: str = "") -> None:
     # An MlflowException, or the CLI's own transport's ServerError: both carry the code.
     if isinstance(getattr(e, "error_code", None), str) and isinstance(getattr(e, "message", None), str):
         # Errors relayed by a server already start with their code.
-        message = _MODEL_WORDS.sub(lambda m: "Prompt" if m.group(0)[0].isupper() else "prompt",
-                                   e.message.removeprefix(f"{e.error_code}: "))  # fmt: skip
+        message = prompt_words(e.message.removeprefix(f"{e.error_code}: "))
         message = f"{e.error_code}: {message}"
     else:
         message = f"{type(e).__name__}: {e}"

@@ -16,3 +16,14 @@ def printable(value: object) -> str:
     if value is None:
         return ""
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(value))
+
+
+# What MLflow's prompt APIs say for a registered model or model version: a prompt
+# (``mlflow.prompt.registry_utils.translate_prompt_exception``'s rule).
+_MODEL_WORDS = re.compile(r"(registered model|model version)", re.IGNORECASE)
+
+
+def prompt_words(message: str) -> str:
+    """An error message about a prompt in the words MLflow's prompt APIs use ("Registered
+    Model with name=qa not found" → "Prompt with name=qa not found")."""
+    return _MODEL_WORDS.sub(lambda m: "Prompt" if m.group(0)[0].isupper() else "prompt", message)

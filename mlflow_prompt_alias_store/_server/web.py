@@ -22,6 +22,7 @@ from flask import Flask, Response, request
 
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.prompt.registry_utils import model_version_to_prompt_version
 from mlflow.server.handlers import _add_static_prefix
 from mlflow.utils.time import get_current_time_millis
@@ -29,7 +30,7 @@ from mlflow.utils.time import get_current_time_millis
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
-from mlflow_prompt_alias_store._text import printable
+from mlflow_prompt_alias_store._text import printable, prompt_words
 
 _logger = logging.getLogger(__name__)
 
@@ -175,8 +176,8 @@ def _alias_states(history, existing: set[int]) -> dict[str, _AliasState]:
 def _page_number(pages: int) -> int:
     """The ``page`` query argument: 1 when absent, the last page when beyond it."""
     raw = request.args.get("page", "1")
-    if not raw.isascii() or not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
-        raise MlflowException.invalid_parameter_value(f"page must be a whole number from 1, got {printable(raw)!r}.")
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise MlflowException(f"page must be a whole number from 1, got {printable(raw)!r}.", INVALID_PARAMETER_VALUE)
     return min(int(raw), max(pages, 1))
 
 
@@ -197,7 +198,7 @@ def _render(template: str, **context) -> str:
 
 def error_page(error: MlflowException) -> Response:
     """An HTML page for ``error``, with its HTTP status (a browser reads the page)."""
-    html = _render("error.html", status=error.get_http_status_code(), message=error.message)
+    html = _render("error.html", status=error.get_http_status_code(), message=prompt_words(error.message))
     return Response(html, status=error.get_http_status_code(), mimetype="text/html")
 
 
