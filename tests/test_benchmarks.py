@@ -82,3 +82,10 @@ def test_web_benchmark_runs():
                  "prompt page, newest events", "prompt page, events page 3", "stock UI prompt list (25)"):  # fmt: skip
         assert re.search(rf"^web {re.escape(page)}: 10 prompts, 50 events median [0-9.]+ ms; "
                          rf"100 prompts, 500 events median [0-9.]+ ms \([0-9.]+x\)$", out, flags=re.MULTILINE), (page, out)  # fmt: skip
+
+
+def test_auth_check_benchmark_runs():
+    out = _run("benchmarks.auth_check_bench")
+    for route in ("registered-models/alias", "registered-models/get", "model-versions/get"):
+        assert re.search(rf"^auth checks {re.escape(route)}: answer [0-9.]+-[0-9.]+ ms, "
+                         r"with MLflow's checks [0-9.]+-[0-9.]+ ms$", out, flags=re.MULTILINE), (route, out)  # fmt: skip
