@@ -82,8 +82,8 @@ def _actor() -> str | None:
         return None
 
 
-# An event's columns: reads select these rather than whole ORM rows (a page of 1,000 events
-# loads about five times faster), and ``to_entity`` takes either.
+# An event's columns: reads select these rather than whole ORM rows (5,000 events of one
+# prompt read in about two thirds of the time), and ``to_entity`` takes either.
 EVENT_COLUMNS = (
     SqlAliasEvent.name,
     SqlAliasEvent.alias,
