@@ -11,15 +11,13 @@ in the same run as the baseline for each read and write.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import build_registry, median_p95, name_of, print_table, reset_mlflow
-from benchmarks.server_bench import _start, _stop, _wait_until_idle
+from benchmarks._common import median_p95, name_of, print_table
+from benchmarks.server_bench import plugin_server
 
 CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
 PROMPT = name_of(0)
@@ -82,19 +80,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 run per command (for CI)")
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
-    workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-cli-bench-"))
-    proc = None
-    try:
-        uri = f"prompt-alias+sqlite:///{workdir / 'plugin.db'}"
-        build_registry(uri, 10)
-        reset_mlflow()
-        proc, url = _start(uri, workdir, 2, "--app-name", "prompt-alias")
-        _wait_until_idle(proc)
+    with plugin_server(10) as (uri, url):
         rows = measure(url, "http", runs) + measure(uri, "in-process", runs)
-    finally:
-        if proc is not None:
-            _stop(proc)
-        shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n== mlflow-prompt-alias, {runs} runs per command; wall ms of a fresh process ==")
     print_table(["tracking URI", "command", "median", "p95", "stock python -c median", "speed-up"], rows)
     for row in rows:

@@ -20,6 +20,7 @@ request), the clients loading as a non-admin user with READ (so every load is au
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import shutil
@@ -135,6 +136,29 @@ def _stop(proc) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def plugin_server(prompts: int, prepare=None):
+    """A throw-away ``prompt-alias+sqlite:///`` registry of ``prompts`` prompts
+    (``build_registry``; ``prepare(uri)`` adds to it), served by ``mlflow server --app-name
+    prompt-alias --workers 2`` once it has finished starting. Yields ``(uri, url)``; stops the
+    server and removes the files afterwards."""
+    workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-bench-server-"))
+    proc = None
+    try:
+        uri = f"prompt-alias+sqlite:///{workdir / 'plugin.db'}"
+        build_registry(uri, prompts)
+        if prepare is not None:
+            prepare(uri)
+        reset_mlflow()
+        proc, url = _start(uri, workdir, 2, "--app-name", "prompt-alias")
+        _wait_until_idle(proc)
+        yield uri, url
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _replay_server(upstream: str, port: int, ready) -> None:

@@ -11,15 +11,12 @@ one page of its prompt list (``registered-models/search`` for prompts, 25 per pa
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
-from pathlib import Path
 
 import requests
 import sqlalchemy
 
-from benchmarks._common import build_registry, median_p95, name_of, print_table, reset_mlflow, timed
-from benchmarks.server_bench import _start, _stop, _wait_until_idle
+from benchmarks._common import median_p95, name_of, print_table, timed
+from benchmarks.server_bench import plugin_server
 
 BUSY = name_of(0)  # the prompt whose journal grows
 STOCK_PROMPT_LIST = ("/ajax-api/2.0/mlflow/registered-models/search",
@@ -86,20 +83,8 @@ def main() -> None:
     repeat = 3 if args.quick else args.repeat
     rows = []
     for prompts, events in sizes:
-        workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-web-bench-"))
-        proc = None
-        try:
-            uri = f"prompt-alias+sqlite:///{workdir / 'plugin.db'}"
-            build_registry(uri, prompts)
-            _add_events(uri, events)
-            reset_mlflow()
-            proc, url = _start(uri, workdir, 2, "--app-name", "prompt-alias")
-            _wait_until_idle(proc)
+        with plugin_server(prompts, lambda uri: _add_events(uri, events)) as (_, url):
             rows += measure(url, f"{prompts} prompts, {events} events", prompts, repeat)
-        finally:
-            if proc is not None:
-                _stop(proc)
-            shutil.rmtree(workdir, ignore_errors=True)
     print(f"\n== web page, {repeat} requests per page; ms per request ==")
     print_table(["registry", "page", "median", "p95"], rows)
     small, large = rows[: len(rows) // 2], rows[len(rows) // 2 :]
