@@ -236,6 +236,7 @@ _READS = {
     "get_prompt": lambda s, n, a, v: s.get_prompt(n),
     "get_prompt_version": lambda s, n, a, v: s.get_prompt_version(n, v),
     "get_prompt_version (alias)": lambda s, n, a, v: s.get_prompt_version(n, a),
+    "get_prompt_version_by_alias": lambda s, n, a, v: s.get_prompt_version_by_alias(n, a),
 }
 _WRITES = {
     "set_registered_model_alias": lambda s, n, a, v: s.set_registered_model_alias(n, a, v),
@@ -275,6 +276,24 @@ def _load_prompt_check(pair, name, alias, version, by_alias):
 
 def test_load_prompt_fails_as_stock(pair):
     _load_prompt_check(pair)
+
+
+@FUZZ
+@given(name=st.one_of(st.just("victim"), hostile_text), alias=aliases, version=versions, delete=st.booleans())
+def _genai_alias_write_check(pair, name, alias, version, delete):
+    def write(uri):
+        mlflow.set_tracking_uri(uri)
+        if delete:
+            return mlflow.genai.delete_prompt_alias(name, alias)
+        return mlflow.genai.set_prompt_alias(name, alias, version)
+
+    _same_as_stock(pair, write)
+
+
+def test_genai_alias_writes_fail_as_stock(pair):
+    """The calls users make: ``mlflow.genai.set_prompt_alias`` and ``delete_prompt_alias``,
+    through MLflow's client and its validation, on "victim" and hostile names."""
+    _genai_alias_write_check(pair)
 
 
 # ---------------------------------------------------------------- over HTTP
