@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy
-from packaging.version import Version
 
 import mlflow
 import mlflow.genai
 from mlflow.exceptions import MlflowException
 
-from mlflow_prompt_alias_store import PromptAliasClient
+from mlflow_prompt_alias_store import PromptAliasClient, _compat
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._cursor import Cursor
 
@@ -165,11 +164,9 @@ def _hold_alias_move(inner_url: str, name: str, alias: str, version: int):
     engine = sqlalchemy.create_engine(inner_url)
     moved, release = threading.Event(), threading.Event()
 
-    from mlflow_prompt_alias_store._compat import HAS_WORKSPACES
-
     # By the whole key, as stock's writes go (from 3.10 it starts with the workspace; on
     # MySQL an UPDATE that cannot use it locks every row it scans).
-    in_workspace = " AND workspace = 'default'" if HAS_WORKSPACES else ""
+    in_workspace = " AND workspace = 'default'" if _compat.HAS_WORKSPACES else ""
 
     def run():
         with engine.begin() as conn:
@@ -355,16 +352,17 @@ def test_server_feed_answers_bad_input_400_and_waits_without_events(server):
         assert response.status_code == 400, (params, response.text)
         assert response.json()["error_code"] == "INVALID_PARAMETER_VALUE"
     cursor = requests.get(watch_url, timeout=30).json()["cursor"]
+    wait = 1.5
     started = time.monotonic()
-    answer = requests.get(watch_url, params={"since": cursor, "wait": "1.5"}, timeout=30).json()
+    answer = requests.get(watch_url, params={"since": cursor, "wait": str(wait)}, timeout=30).json()
     waited = time.monotonic() - started
     if "poll_after" in answer:  # MLflow's Flask handler (gunicorn): at once, saying when to ask again
         assert answer == {"events": [], "cursor": answer["cursor"], "poll_after": 1.0}
     else:  # a long poll: held for the whole wait (no event could end it sooner), then no events
         assert answer == {"events": [], "cursor": answer["cursor"]}
-        assert waited >= 1.5 - 0.1, waited
+        assert waited >= wait - 0.1, waited
     # Which of the two is the release's: uvicorn serves MLflow from 3.3, gunicorn before.
-    assert ("poll_after" in answer) == (Version(mlflow.__version__) < Version("3.3")), answer
+    assert ("poll_after" in answer) == (_compat.mlflow_minor() < (3, 3)), answer
 
 
 @pytest.mark.server
