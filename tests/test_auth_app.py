@@ -238,7 +238,7 @@ def test_lists_show_only_readable_prompts(server, principal):
     url, _ = server
     readable = {A, B} if principal == "admin" else ({A} if principal in GRANTS else set())
     aliases = send(url, principal, "GET", routes.ALIASES, {}).json()["aliases"]
-    assert {row["name"] for row in aliases} == readable
+    assert {row["name"] for row in aliases} & {A, B} == readable  # (later tests add prompts)
     page = send(url, principal, "GET", routes.PAGE, {}).text
     assert {name for name in (A, B) if f">{name}</a>" in page} == readable
     assert f"Signed in as <b>{principal}</b>" in page
@@ -412,3 +412,54 @@ def test_basic_auth_apps_own_pages_are_served(server):
     assert requests.get(url + "/signup", timeout=30).status_code == 401
     page = requests.get(url + "/signup", auth=ADMIN, timeout=30)
     assert page.status_code == 200 and "<form" in page.text.lower()
+
+
+def create_prompt_over_rest(url: str, principal: str, name: str, templates: list[str], alias: str) -> None:
+    """A prompt as MLflow's client stores one (a registered model and versions tagged as a
+    prompt, the template in a tag), created over the REST API as ``principal``, with
+    ``alias`` on its last version. MLflow's ``register_prompt`` checks the name on the client
+    only; the server takes any name without '/' or ':'."""
+    from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY, PROMPT_TEXT_TAG_KEY
+
+    def ok(response):
+        assert response.status_code == 200, response.text
+
+    ok(send(url, principal, "POST", f"{REGISTRY}/registered-models/create",
+            {"name": name, "tags": [{"key": IS_PROMPT_TAG_KEY, "value": "true"}]}))  # fmt: skip
+    for template in templates:
+        tags = [{"key": IS_PROMPT_TAG_KEY, "value": "true"}, {"key": PROMPT_TEXT_TAG_KEY, "value": template}]
+        ok(send(url, principal, "POST", f"{REGISTRY}/model-versions/create",
+                {"name": name, "source": "dummy-source", "tags": tags}))  # fmt: skip
+    ok(send(url, principal, "POST", routes.STOCK_ALIAS, {"name": name, "alias": alias, "version": str(len(templates))}))
+
+
+@pytest.mark.every_minor
+def test_a_prompt_name_cannot_open_another_prompts_page(server):
+    """A user with no grant names a prompt of their own so that a filter string built from it
+    would match prompt B too: its page shows its own version, none of B's, and B's page stays
+    403 to them."""
+    url, _ = server
+    hostile = f"{B}' AND name != '"
+    create_prompt_over_rest(url, "nobody", hostile, ["mine: {{x}}"], "production")
+    page = send(url, "nobody", "GET", routes.PAGE + "prompt", {"name": hostile})
+    assert page.status_code == 200, page.text[:500]
+    assert "mine: {{x}}" in page.text
+    for leaked in ("Answer: {{question}}", "Briefly: {{question}}"):
+        assert leaked not in page.text
+    assert page.text.count('<td class="commit-message">') == 1
+    assert send(url, "nobody", "GET", routes.PAGE + "prompt", {"name": B}).status_code == 403
+
+
+# Names MLflow's server accepts (anything without '/' or ':'), with characters a filter string
+# or a LIKE pattern gives a meaning to.
+AWKWARD_NAMES = ["it's", 'say "hi"', "back\\slash", "100%", "a_b", "naïve-プロンプト"]
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_a_prompt_page_shows_any_name_mlflow_accepts(server, name):
+    url, _ = server
+    create_prompt_over_rest(url, "admin", name, ["first {{x}}", "second {{x}}"], "production")
+    page = send(url, "admin", "GET", routes.PAGE + "prompt", {"name": name})
+    assert page.status_code == 200, page.text[:500]
+    assert page.text.count('<td class="commit-message">') == 2
+    assert "second {{x}}" in page.text

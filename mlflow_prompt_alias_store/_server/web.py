@@ -20,7 +20,6 @@ from pathlib import Path
 import jinja2
 from flask import Flask, Response, request
 
-from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.prompt.registry_utils import model_version_to_prompt_version
@@ -265,12 +264,9 @@ def prompt() -> Response:
     history.reverse()
     versions = []
     if store.get_prompt(name) is not None:
-        # MLflow's own search_prompt_versions query (the SQL store has that method only in
-        # newer releases; before, Unity Catalog alone had it), converted as it converts.
-        found = store.search_model_versions(
-            filter_string=f"name = '{name}' AND tag.`{IS_PROMPT_TAG_KEY}` = 'true'", max_results=1000
-        )
-        versions = sorted((model_version_to_prompt_version(mv) for mv in found), key=lambda v: v.version)
+        # Converted as MLflow's search_prompt_versions converts; the name is bound, never
+        # pasted into a filter string (it is the name the permission check looked at).
+        versions = [model_version_to_prompt_version(mv) for mv in store.list_prompt_versions(name)]
     lanes, ticks = _timeline(history, get_current_time_millis())
     protected = {p.alias for p in store.list_protected_aliases()}
     viewer = access.current()

@@ -9,8 +9,11 @@ import json
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE, RESOURCE_DOES_NOT_EXIST
+from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.store.model_registry.dbmodels.models import (
+    SqlModelVersion,
+    SqlModelVersionTag,
     SqlRegisteredModel,
     SqlRegisteredModelAlias,
     SqlRegisteredModelTag,
@@ -123,6 +126,27 @@ class JournalReadsMixin:
                 .order_by(SqlRegisteredModelTag.name)
             )
             return [row.name for row in rows]
+
+    def list_prompt_versions(self, name: str) -> list:
+        """The live versions of prompt ``name`` (in the active workspace), by number, as
+        MLflow's ``ModelVersion`` entities with their tags: what MLflow's
+        ``search_prompt_versions`` finds. The name is a bound parameter, never part of a
+        filter string, so the versions read are those of exactly the prompt a permission
+        check looked at, whatever characters its name holds."""
+        _validate_model_name(name)
+        is_prompt = (SqlModelVersionTag.key == IS_PROMPT_TAG_KEY) & (SqlModelVersionTag.value == "true")
+        with self.ManagedSessionMaker() as session:
+            rows = (
+                scoped_query(self, session, SqlModelVersion)
+                .options(*self._get_eager_model_version_query_options())
+                .filter(
+                    SqlModelVersion.name == name,
+                    SqlModelVersion.current_stage != STAGE_DELETED_INTERNAL,
+                    SqlModelVersion.model_version_tags.any(is_prompt),
+                )
+                .order_by(SqlModelVersion.version)
+            )
+            return [row.to_mlflow_entity() for row in rows]
 
     def prompt_names(self, names: set[str]) -> set[str]:
         """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
