@@ -21,6 +21,9 @@ _TRACKING_URI = click.option(
     "--app-name prompt-alias` (or prompt-alias-auth; credentials from MLFLOW_TRACKING_USERNAME "
     "and MLFLOW_TRACKING_PASSWORD) (default: $MLFLOW_TRACKING_URI).",
 )
+# A version number: what MLflow's version column holds (``_store.models.MAX_INTEGER``; the
+# CLI does not import the store). A larger one is a usage error, not a database's complaint.
+_VERSION = click.IntRange(min=1, max=2**31 - 1)
 _OUTPUT = click.option(
     "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -292,7 +295,7 @@ def _echo_event(event, output: str, unchanged: str) -> None:
 @cli.command("set")
 @click.argument("name")
 @click.argument("alias")
-@click.argument("version", type=click.IntRange(min=1))
+@click.argument("version", type=_VERSION)
 @_TRACKING_URI
 @_OUTPUT
 def set_(name, alias, version, tracking_uri, output) -> None:
@@ -364,8 +367,8 @@ def rollback(name, alias, tracking_uri, output) -> None:
 @cli.command("set-if")
 @click.argument("name")
 @click.argument("alias")
-@click.argument("version", type=click.IntRange(min=1))
-@click.option("--expected", type=click.IntRange(min=1), default=None,
+@click.argument("version", type=_VERSION)
+@click.option("--expected", type=_VERSION, default=None,
               help="The version ALIAS must point to now.")  # fmt: skip
 @click.option("--create", is_flag=True, help="Instead of --expected: ALIAS must not exist yet.")
 @_TRACKING_URI

@@ -9,21 +9,28 @@ version. docs/compatibility.md has the resulting feature table.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import os
 import sys
 import warnings
+from dataclasses import dataclass
+from typing import Callable
 
 import mlflow.version
 import sqlalchemy
 from sqlalchemy import true
 
 from mlflow import environment_variables as _environment_variables
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import NOT_IMPLEMENTED
 from mlflow.utils import validation as _validation
 
 
-# The minors CI tests, oldest and newest (docs/compatibility.md). setup.cfg admits exactly
-# these: `mlflow>=3.1.0,<3.19`.
+# The minors CI tests, oldest and newest (docs/compatibility.md). setup.cfg admits these and
+# every later 3.x (`mlflow>=3.1.0,<4`): a newer minor runs when it has every MLflow name the
+# package relies on (``verify``, at store and app creation), with one warning naming this
+# range, and is refused with the missing name when it does not.
 OLDEST_TESTED = (3, 1)
 NEWEST_TESTED = (3, 18)
 TESTED_RANGE = f"{OLDEST_TESTED[0]}.{OLDEST_TESTED[1]}–{NEWEST_TESTED[0]}.{NEWEST_TESTED[1]}"
@@ -68,10 +75,10 @@ def check_tested_range(version: str | None = None) -> str | None:
     """Warn (once per process, as Python warns) when the running MLflow is outside the tested
     range, naming it; returns the message, or ``None`` inside the range.
 
-    setup.cfg caps the range, so this is reached only by an install that overrode it
-    (``--no-deps``, a source checkout, a pinned environment upgraded around the plugin). An
-    internal that such an MLflow lacks fails at import instead, with an ImportError naming the
-    range (``_required`` below, ``explain_import_error`` at the package's entry points).
+    setup.cfg admits every 3.x from the oldest tested, so a newer minor is installed beside
+    the plugin: it runs when ``verify`` finds every name the package needs, and this warning
+    says it was not tested. An internal such an MLflow lacks is an error naming it (``verify``
+    at store and app creation; ``_required`` and ``explain_import_error`` at import).
     """
     version = version or mlflow.version.VERSION
     if OLDEST_TESTED <= mlflow_minor(version) <= NEWEST_TESTED:
@@ -97,6 +104,141 @@ def _required(module, *names: str):
     )
 
 
+# ---------------------------------------------------------------- what the package needs
+
+class IncompatibleMlflowError(MlflowException):
+    """The running MLflow lacks a name (or a signature) this package relies on: refused at
+    store or app creation, naming it, rather than run with a shim quietly doing nothing."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"mlflow-prompt-alias-store cannot run on MLflow {mlflow.version.VERSION}: it needs "
+            f"{what}, which this MLflow release does not have (renamed or removed). It is tested "
+            f"with MLflow {TESTED_RANGE}: install an MLflow in that range, or a release of "
+            "mlflow-prompt-alias-store that supports this one.",
+            NOT_IMPLEMENTED,
+        )
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A name of MLflow's that a shim below uses from release ``since`` on. ``where`` is when it
+    is checked: ``store`` (every store creation), ``server`` (the app factories) or ``auth``
+    (``--app-name prompt-alias-auth``)."""
+
+    key: str
+    what: str
+    since: tuple[int, int]
+    present: Callable[[], bool]
+    where: str = "store"
+
+
+def _has(module: str, *names: str) -> bool:
+    """Whether ``module`` imports and has every one of ``names`` (dotted for attributes of
+    attributes)."""
+    try:
+        value = importlib.import_module(module)
+    except ImportError:
+        return False
+    for name in names:
+        obj = value
+        for part in name.split("."):
+            if not hasattr(obj, part):
+                return False
+            obj = getattr(obj, part)
+    return True
+
+
+def _takes(module: str, function: str, parameter: str) -> bool:
+    """Whether ``module.function`` (dotted) takes ``parameter``."""
+    if not _has(module, function):
+        return False
+    obj = importlib.import_module(module)
+    for part in function.split("."):
+        obj = getattr(obj, part)
+    try:
+        return parameter in inspect.signature(obj).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+_PROMPT_CACHE_API = ("PromptCache.get_instance", "PromptCache.get", "PromptCache.set", "PromptCache.delete")
+
+
+def _prompt_cache_usable(*key_fields: str) -> bool:
+    """``PromptCache`` with what live aliases use: its methods, its instance's ``_cache`` dict
+    and ``_lock``, and ``PromptCacheKey`` fields ``key_fields``."""
+    if not _has("mlflow.prompt.registry_utils", *_PROMPT_CACHE_API, "PromptCacheKey._fields"):
+        return False
+    from mlflow.prompt import registry_utils
+
+    cache = registry_utils.PromptCache.get_instance()
+    return (
+        isinstance(getattr(cache, "_cache", None), dict)
+        and hasattr(cache, "_lock")
+        and set(key_fields) <= set(registry_utils.PromptCacheKey._fields)
+    )
+
+
+REQUIREMENTS: tuple[Requirement, ...] = (
+    Requirement("reserved_alias_check",
+                "mlflow.utils.validation._validate_alias_name_reserved (3.18+; "
+                "_validate_model_alias_name_reserved in 3.3-3.17)", (3, 3),
+                lambda: _has("mlflow.utils.validation", "_validate_alias_name_reserved")
+                or _has("mlflow.utils.validation", "_validate_model_alias_name_reserved")),
+    Requirement("latest_alias", "mlflow.utils.validation._REGISTERED_MODEL_ALIAS_LATEST", (3, 3),
+                lambda: _has("mlflow.utils.validation", "_REGISTERED_MODEL_ALIAS_LATEST")),
+    Requirement("prompt_cache",
+                "mlflow.prompt.registry_utils.PromptCache (get_instance, get, set, delete, _cache, "
+                "_lock) and PromptCacheKey (name, alias)", (3, 8),
+                lambda: _prompt_cache_usable("name", "alias")),
+    Requirement("prompt_cache_namespace",
+                "mlflow.prompt.registry_utils._get_prompt_cache_namespace, "
+                "PromptCache.delete(registry_uri=...) and PromptCacheKey.registry_namespace", (3, 17),
+                lambda: _has("mlflow.prompt.registry_utils", "_get_prompt_cache_namespace")
+                and _takes("mlflow.prompt.registry_utils", "PromptCache.delete", "registry_uri")
+                and _prompt_cache_usable("registry_namespace")),
+    Requirement("workspaces",
+                "the registry store's _get_query and _get_active_workspace, and "
+                "mlflow.environment_variables.MLFLOW_ENABLE_WORKSPACES", (3, 10),
+                lambda: _has("mlflow.store.model_registry.sqlalchemy_store",
+                             "SqlAlchemyStore._get_query", "SqlAlchemyStore._get_active_workspace")
+                and _has("mlflow.environment_variables", "MLFLOW_ENABLE_WORKSPACES")),
+    Requirement("read_replicas", "SqlAlchemyStore(read_db_uri=...) of the registry store", (3, 13),
+                lambda: _takes("mlflow.store.model_registry.sqlalchemy_store",
+                               "SqlAlchemyStore.__init__", "read_db_uri")),
+    Requirement("is_prompt", "mlflow.server.handlers._is_prompt", (3, 3),
+                lambda: _has("mlflow.server.handlers", "_is_prompt"), "server"),
+    Requirement("webhooks", "mlflow.webhooks.delivery.deliver_webhook and mlflow.entities.webhook",
+                (3, 3), lambda: _has("mlflow.webhooks.delivery", "deliver_webhook")
+                and _has("mlflow.entities.webhook", "WebhookEntity", "WebhookAction", "WebhookEvent"),
+                "server"),
+    Requirement("prompt_alias_webhook", "mlflow.entities.webhook.WebhookEntity.PROMPT_ALIAS", (3, 5),
+                lambda: _has("mlflow.entities.webhook", "WebhookEntity.PROMPT_ALIAS"), "server"),
+    Requirement("jobs", "mlflow.environment_variables.MLFLOW_SERVER_ENABLE_JOB_EXECUTION", (3, 5),
+                lambda: _has("mlflow.environment_variables", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"),
+                "server"),
+    Requirement("native_routes", "mlflow.server.fastapi_app.create_fastapi_app(flask_app=...)", (3, 4),
+                lambda: _takes("mlflow.server.fastapi_app", "create_fastapi_app", "flask_app"), "server"),
+    Requirement("auth_read_predicate", "mlflow.server.auth._rm_or_prompt_read_predicate", (3, 13),
+                lambda: _has("mlflow.server.auth", "_rm_or_prompt_read_predicate"), "auth"),
+)  # fmt: skip
+_REQUIREMENTS_BY_KEY = {r.key: r for r in REQUIREMENTS}
+
+
+def verify(*where: str) -> None:
+    """Check every name of MLflow's this package relies on where ``where`` (``store``,
+    ``server``, ``auth``) needs it, for the running release: a missing one is an
+    ``IncompatibleMlflowError`` naming it and the release. On a release newer than the tested
+    range with everything present, one warning naming the range (``check_tested_range``)."""
+    minor = mlflow_minor()
+    for requirement in REQUIREMENTS:
+        if requirement.where in where and minor >= requirement.since and not requirement.present():
+            raise IncompatibleMlflowError(requirement.what)
+    if minor > NEWEST_TESTED:
+        check_tested_range()
+
+
 # ---------------------------------------------------------------- validation
 
 # 3.18 renamed _validate_model_alias_name to _validate_alias_name (with a resource_type
@@ -108,14 +250,29 @@ def _no_separate_reserved_check(alias) -> None:
     """Up to 3.2, ``_validate_model_alias_name`` itself refuses ``latest`` and ``vN``."""
 
 
-# 3.3 split the reserved-name check (``latest``, ``v1``…) out of the name check; 3.18 renamed
-# it _validate_alias_name_reserved. Drop the fallback with 3.2, the old name with 3.17.
-if hasattr(_validation, "_validate_alias_name_reserved"):
-    validate_alias_name_reserved = _validation._validate_alias_name_reserved
-elif hasattr(_validation, "_validate_model_alias_name_reserved"):
-    validate_alias_name_reserved = _validation._validate_model_alias_name_reserved
-else:
-    validate_alias_name_reserved = _no_separate_reserved_check
+def _reserved_check():
+    """3.3 split the reserved-name check (``latest``, ``v1``…) out of the name check; 3.18
+    renamed it _validate_alias_name_reserved. Drop the fallback with 3.2, the old name with
+    3.17. From 3.3 one of the two must exist: never the silent no-op."""
+    if mlflow_minor() < (3, 3):
+        return _no_separate_reserved_check
+    for name in ("_validate_alias_name_reserved", "_validate_model_alias_name_reserved"):
+        if hasattr(_validation, name):
+            return getattr(_validation, name)
+    return None
+
+
+def validate_alias_name_reserved(alias) -> None:
+    """Stock's refusal of reserved alias names (``latest``, ``v1``…)."""
+    check = _reserved_check()
+    if check is None:
+        raise IncompatibleMlflowError(_REQUIREMENTS_BY_KEY["reserved_alias_check"].what)
+    check(alias)
+
+
+# 3.3 named the reserved alias; before it was a literal in the check. Drop with 3.2. (From 3.3
+# ``verify`` requires the name; the literal is only what a refused release would have used.)
+REGISTERED_MODEL_ALIAS_LATEST: str = getattr(_validation, "_REGISTERED_MODEL_ALIAS_LATEST", "latest")
 
 
 def validate_model_version(version) -> int:
@@ -125,20 +282,17 @@ def validate_model_version(version) -> int:
     return int(version) if number is None else number
 
 
-# 3.3 named the reserved alias; before it was a literal in the check. Drop with 3.2.
-REGISTERED_MODEL_ALIAS_LATEST: str = getattr(_validation, "_REGISTERED_MODEL_ALIAS_LATEST", "latest")
 
 
 def evict_cached_alias(name: str, alias: str, registry_uris) -> None:
     """Drop this process's cached ``load_prompt`` of ``name@alias``. MLflow caches loads by
     alias from 3.8 (``PromptCache``), keyed by registry URI too from 3.17; before 3.8 a load
     by alias is never cached. Drop the fallbacks with 3.16."""
-    try:
-        from mlflow.prompt.registry_utils import PromptCache
-    except ImportError:
+    cache_class = _prompt_cache_class()
+    if cache_class is None:
         return
-    cache = PromptCache.get_instance()
-    if "registry_uri" in inspect.signature(cache.delete).parameters:
+    cache = cache_class.get_instance()
+    if mlflow_minor() >= (3, 17):
         for uri in registry_uris:
             cache.delete(name, alias=alias, registry_uri=uri)
     else:
@@ -158,11 +312,16 @@ _live_originals: dict = {}
 
 
 def _prompt_cache_class():
-    try:
-        from mlflow.prompt.registry_utils import PromptCache
-    except ImportError:
+    """MLflow's ``PromptCache`` (3.8+), or ``None`` before 3.8 (no cache). From 3.8 it must be
+    there (``verify``): a rename is an error, never a silently unkept cache."""
+    if mlflow_minor() < (3, 8):
         return None
-    return PromptCache
+    from mlflow.prompt import registry_utils
+
+    cache_class = getattr(registry_utils, "PromptCache", None)
+    if cache_class is None:
+        raise IncompatibleMlflowError(_REQUIREMENTS_BY_KEY["prompt_cache"].what)
+    return cache_class
 
 
 def live_prompt_cache_install(handle) -> bool:
@@ -206,18 +365,19 @@ def live_prompt_cache_uninstall(handle) -> None:
 
 
 def cache_key_name(key) -> str | None:
-    return getattr(key, "name", None)
+    return key.name
 
 
 def cache_key_alias(key) -> str | None:
-    return getattr(key, "alias", None)
+    return key.alias
 
 
 def cache_key_registry(key, registry_uri: str) -> bool:
-    """Whether ``key`` is of prompts loaded from ``registry_uri`` (always, before 3.17)."""
-    namespace = getattr(key, "registry_namespace", None)
-    if namespace is None:
+    """Whether ``key`` is of prompts loaded from ``registry_uri`` (always before 3.17, whose
+    keys have no registry). Drop the fallback with 3.16."""
+    if mlflow_minor() < (3, 17):
         return True
+    namespace = key.registry_namespace
     from mlflow.prompt.registry_utils import _get_prompt_cache_namespace
 
     return namespace == _get_prompt_cache_namespace(registry_uri)
@@ -330,18 +490,18 @@ def alias_webhook_entity(name: str):
     fire none: MLflow has webhooks (and ``_is_prompt``) from 3.3, and fires them for prompt
     aliases (``WebhookEntity.PROMPT_ALIAS``) from 3.5; 3.3–3.4 fire only for models. Drop the
     fallbacks with 3.4."""
-    try:
-        from mlflow.entities.webhook import WebhookEntity
-        from mlflow.server.handlers import _is_prompt
-    except ImportError:
+    if mlflow_minor() < (3, 3):
         return None
+    from mlflow.entities.webhook import WebhookEntity
+    from mlflow.server.handlers import _is_prompt
+
     if _is_prompt(name):
-        return getattr(WebhookEntity, "PROMPT_ALIAS", None)
+        return WebhookEntity.PROMPT_ALIAS if mlflow_minor() >= (3, 5) else None
     return WebhookEntity.MODEL_VERSION_ALIAS
 
 
 # 3.5 added server-side jobs (scorers, prompt optimization) and their switch. Drop with 3.4.
-HAS_JOBS: bool = hasattr(_environment_variables, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
+HAS_JOBS: bool = mlflow_minor() >= (3, 5) and hasattr(_environment_variables, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")
 
 
 def job_execution_enabled() -> bool:
@@ -362,9 +522,9 @@ def _fastapi_app():
 
 
 def has_native_routes() -> bool:
-    """Whether MLflow's FastAPI wrapper takes the Flask app to wrap (3.4+)."""
-    module = _fastapi_app()
-    return module is not None and "flask_app" in inspect.signature(module.create_fastapi_app).parameters
+    """Whether MLflow's FastAPI wrapper takes the Flask app to wrap (3.4+; ``verify`` refuses
+    a later release whose wrapper does not, rather than quietly serving without the routes)."""
+    return mlflow_minor() >= (3, 4) and _fastapi_app() is not None
 
 
 def asgi_app(flask_app):
@@ -433,8 +593,10 @@ def auth_read_predicate(auth, username: str):
     3.13 added prompt grants and ``_rm_or_prompt_read_predicate``; before, the search filter
     looked up the user's registered-model permissions, else the default permission. Drop the
     fallback with 3.12."""
-    predicate = getattr(auth, "_rm_or_prompt_read_predicate", None)
-    if predicate is not None:
+    if mlflow_minor() >= (3, 13):
+        predicate = getattr(auth, "_rm_or_prompt_read_predicate", None)
+        if predicate is None:  # (``verify`` refused this release at the app's creation)
+            raise IncompatibleMlflowError(_REQUIREMENTS_BY_KEY["auth_read_predicate"].what)
         can_read = predicate(username)
         return lambda name, is_prompt: bool(can_read(_RegistryRow(name, is_prompt)))
     from mlflow.server.auth.permissions import get_permission

@@ -38,7 +38,8 @@ def test_one_tested_range_everywhere():
         r"^\s*mlflow>=([\d.]+),<([\d.]+)\s*$", (CHECKOUT / "setup.cfg").read_text(), re.M
     ).groups()
     assert _minor(oldest) == _compat.OLDEST_TESTED
-    assert _minor(below) == (_compat.NEWEST_TESTED[0], _compat.NEWEST_TESTED[1] + 1)
+    # Every later minor of this major may be installed: the store checks what it needs at start.
+    assert below == str(_compat.NEWEST_TESTED[0] + 1)
     assert _compat.TESTED_RANGE in (CHECKOUT / "README.md").read_text().strip().splitlines()[-1]
     table = (CHECKOUT / "docs" / "compatibility.md").read_text()
     assert _compat.TESTED_RANGE in table
@@ -60,12 +61,6 @@ def test_an_mlflow_outside_the_range_is_told_which_range_is_tested(version):
         message = _compat.check_tested_range(version)
     assert message == str(caught[0].message)
     assert f"MLflow {_compat.TESTED_RANGE}" in message and version in message
-
-
-def test_the_store_warns_at_start_on_an_untested_mlflow(sqlite_uri, monkeypatch):
-    monkeypatch.setattr(mlflow.version, "VERSION", "3.19.0")
-    with pytest.warns(RuntimeWarning, match=f"tested with MLflow {_compat.TESTED_RANGE}"):
-        PromptAliasRegistryStore(sqlite_uri)
 
 
 def test_an_internal_a_newer_mlflow_removed_names_the_range():
@@ -216,3 +211,114 @@ def test_the_server_extension_on_this_mlflow(sqlite_uri, tmp_path):
         assert page.status_code == 200 and "production" in page.text
         stock_ui = requests.get(url + "/", timeout=30)
         assert stock_ui.status_code == 200
+
+
+# ---------------------------------------------------------------- a release that renamed a name
+
+def _refused(requirement_key: str, create) -> None:
+    """``create()`` (a store or an app) is refused, naming what is missing and the release."""
+    requirement = _compat._REQUIREMENTS_BY_KEY[requirement_key]
+    with pytest.raises(_compat.IncompatibleMlflowError) as e:
+        create()
+    assert requirement.what in e.value.message and mlflow.version.VERSION in e.value.message
+    assert e.value.error_code == "NOT_IMPLEMENTED"
+
+
+def _needs(minor: tuple[int, int]):
+    return pytest.mark.skipif(_compat.mlflow_minor() < minor, reason=f"this MLflow has no such name (before {minor})")
+
+
+def test_every_requirement_of_this_mlflow_is_met():
+    for requirement in _compat.REQUIREMENTS:
+        if _compat.mlflow_minor() >= requirement.since:
+            assert requirement.present(), requirement.what
+    _compat.verify("store", "server")
+
+
+@_needs((3, 3))
+def test_a_renamed_reserved_alias_check_is_refused_not_skipped(monkeypatch, sqlite_uri):
+    from mlflow.utils import validation
+
+    for name in ("_validate_alias_name_reserved", "_validate_model_alias_name_reserved"):
+        monkeypatch.delattr(validation, name, raising=False)
+    _refused("reserved_alias_check", lambda: PromptAliasRegistryStore(sqlite_uri))
+    # The shim itself never lets 'latest' through quietly.
+    _refused("reserved_alias_check", lambda: _compat.validate_alias_name_reserved("latest"))
+
+
+@_needs((3, 8))
+def test_a_renamed_prompt_cache_is_refused_not_skipped(mocker, sqlite_uri):
+    from mlflow.prompt import registry_utils
+
+    # (mocker, not monkeypatch: undone before the shared teardown empties the prompt cache)
+    mocker.patch.dict(vars(registry_utils))
+    del vars(registry_utils)["PromptCache"]
+    _refused("prompt_cache", lambda: PromptAliasRegistryStore(sqlite_uri))
+    _refused("prompt_cache", lambda: _compat.evict_cached_alias("qa", "production", {sqlite_uri}))
+
+
+@_needs((3, 17))
+def test_a_prompt_cache_key_without_its_registry_is_refused(monkeypatch, sqlite_uri):
+    from typing import NamedTuple
+
+    from mlflow.prompt import registry_utils
+
+    class OldKey(NamedTuple):
+        name: str
+        alias: str | None
+
+    monkeypatch.setattr(registry_utils, "PromptCacheKey", OldKey)
+    _refused("prompt_cache_namespace", lambda: PromptAliasRegistryStore(sqlite_uri))
+
+
+@_needs((3, 4))
+def test_a_fastapi_wrapper_without_flask_app_is_refused_not_skipped(monkeypatch):
+    from flask import Flask
+
+    from mlflow.server import fastapi_app
+
+    from mlflow_prompt_alias_store._server.app import create_app
+
+    monkeypatch.setattr(fastapi_app, "create_fastapi_app", lambda: None)
+    _refused("native_routes", lambda: create_app(Flask(__name__)))
+
+
+@_needs((3, 13))
+def test_a_renamed_auth_read_rule_is_refused_not_skipped(monkeypatch, tmp_path):
+    from flask import Flask
+
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(_auth_config(tmp_path)))
+    from mlflow.server import auth
+
+    from mlflow_prompt_alias_store._server.auth import create_app
+
+    monkeypatch.delattr(auth, "_rm_or_prompt_read_predicate")
+    _refused("auth_read_predicate", lambda: create_app(Flask(__name__)))
+    _refused("auth_read_predicate", lambda: _compat.auth_read_predicate(auth, "reader"))
+
+
+@_needs((3, 13))
+def test_a_registry_store_without_read_replicas_is_refused(monkeypatch, sqlite_uri):
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    original = SqlAlchemyStore.__init__
+    monkeypatch.setattr(SqlAlchemyStore, "__init__", lambda self, db_uri: original(self, db_uri))
+    _refused("read_replicas", lambda: PromptAliasRegistryStore(sqlite_uri))
+
+
+def test_a_newer_mlflow_with_every_name_runs_with_one_warning(monkeypatch, sqlite_uri):
+    monkeypatch.setattr(mlflow.version, "VERSION", f"{_compat.NEWEST_TESTED[0]}.{_compat.NEWEST_TESTED[1] + 1}.0")
+    with pytest.warns(RuntimeWarning, match=f"tested with MLflow {_compat.TESTED_RANGE}") as caught:
+        PromptAliasRegistryStore(sqlite_uri)
+    assert len(caught) == 1
+
+
+def _auth_config(directory: Path) -> Path:
+    config = directory / "basic_auth.ini"
+    config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{directory / 'basic_auth.db'}\n"
+        "admin_username = admin\nadmin_password = password1234\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    return config

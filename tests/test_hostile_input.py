@@ -479,6 +479,48 @@ def test_out_of_range_integers_and_forged_tokens_are_400_on_every_engine(pair, s
     assert status == 200 and set(body) == {"version"}, body
 
 
+def test_json_nested_beyond_the_parser_is_400_json_not_500(pair, servers):
+    """100,000 nested '[' on the POST endpoints: Python's JSON parser gives up with a
+    RecursionError, which is the request's fault (400 JSON), not a server error (500 HTML)."""
+    if pair.engine != "sqlite":
+        pytest.skip("no database is reached: one engine is enough")
+    _, plugin_url = servers
+    for path in ("/set-if", "/rollback", "/protect", "/unprotect"):
+        before = pair.state(pair.plugin_uri), pair.journal()
+        status, body = _http(plugin_url, "POST", EXT + path, data="[" * 100_000,
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+        assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE"), (path, status, body)
+        assert (pair.state(pair.plugin_uri), pair.journal()) == before
+
+
+@pytest.mark.parametrize("alias", ["latest", "LATEST", "v1", "V2"])
+def test_rollback_of_a_reserved_alias_is_refused_as_set_if_and_stock_refuse_it(pair, servers, alias):
+    stock_url, plugin_url = servers
+    stock = _http_outcome(stock_url, "POST", API + "/registered-models/alias", stock=True,
+                          json={"name": "qa", "alias": alias, "version": "1"})  # fmt: skip
+    for path, body in (("/rollback", {"name": "qa", "alias": alias}),
+                       ("/set-if", {"name": "qa", "alias": alias, "version": 1, "expected_version": None})):  # fmt: skip
+        status, answer = _http(plugin_url, "POST", EXT + path, json=body)
+        assert (status, answer["error_code"]) == stock == (400, "INVALID_PARAMETER_VALUE"), (path, answer)
+    with pytest.raises(MlflowException) as e:
+        PromptAliasClient(pair.plugin_uri).rollback_alias("qa", alias)
+    assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+
+
+def test_cli_refuses_a_version_no_database_can_hold_in_its_own_words(pair, servers):
+    if pair.engine != "sqlite":
+        pytest.skip("the CLI refuses it before any request: one engine is enough")
+    _, plugin_url = servers
+    before = pair.state(pair.plugin_uri), pair.journal()
+    for args in (("set", "qa", "production", "99999999999"), ("set", "qa", "production", str(2**63)),
+                 ("set-if", "qa", "production", "2", "--expected", str(2**31))):  # fmt: skip
+        out, _ = _cli(*args, "--tracking-uri", plugin_url)
+        assert out.returncode == 2, out
+        assert "is not in the range 1<=x<=2147483647" in out.stderr, out.stderr
+        assert "Error" not in out.stderr.replace("Error: Invalid value", ""), out.stderr
+    assert (pair.state(pair.plugin_uri), pair.journal()) == before
+
+
 @pytest.mark.parametrize("version", [" 1 ", "١", "1_0", "+1", "01", "1.0", "x", ""])
 def test_version_strings_stock_accepts_and_only_those(pair, servers, version):
     stock_url, plugin_url = servers

@@ -347,6 +347,7 @@ def test_server_feed_answers_bad_input_400_and_waits_without_events(server):
     url, _ = server
     watch_url = url + routes.WATCH
     for params in ({"since": "junk"}, {"wait": "61"}, {"wait": "nan"}, {"wait": "-1"}, {"name": ""},
+                   {"wait": "١"}, {"wait": "1_0"}, {"wait": " 1"}, {"wait": "1e1"}, {"wait": "inf"},
                    {"since": Cursor(3, {9: 1}).encode()}):  # fmt: skip
         response = requests.get(watch_url, params=params, timeout=30)
         assert response.status_code == 400, (params, response.text)
@@ -546,3 +547,28 @@ def test_a_thousand_idle_watchers_hold_no_worker_and_all_wake(server):
     # kept answering ordinary requests while 1,000 requests waited on it.
     print(f"ordinary request median: {before * 1000:.1f} ms idle, {during * 1000:.1f} ms with 1,000 watchers")
     assert during < 1.0
+
+
+@pytest.mark.server
+def test_watchers_that_go_away_leave_no_traceback_in_the_log(server):
+    """20 watchers waiting on the feed, then gone (a consumer stopped, a `watch` ended with
+    Ctrl-C): the server notes nothing, and certainly no traceback."""
+    url, workdir = server
+    if not _holds_waiting_requests(url):
+        pytest.skip("MLflow's Flask handler serves the feed here (gunicorn): nothing waits to be left")
+    port = int(url.rsplit(":", 1)[1])
+    log = workdir / f"server-{port}.log"
+    logged_before = log.stat().st_size
+    cursor = requests.get(url + routes.WATCH, timeout=30).json()["cursor"]
+
+    async def scenario():
+        streams = await _open_watchers(port, cursor, 20)
+        await asyncio.sleep(1.5)  # every request reached a worker and waits
+        for _, writer in streams:
+            writer.close()
+        await asyncio.sleep(1.5)  # the workers notice the disconnects
+
+    asyncio.run(scenario())
+    assert requests.get(url + "/health", timeout=30).status_code == 200
+    new = log.read_bytes()[logged_before:].decode(errors="replace")
+    assert "Traceback" not in new and "ERROR" not in new, new[-3000:]

@@ -20,7 +20,7 @@ from mlflow.server import ARTIFACTS_ONLY_ENV_VAR
 from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import HANDLERS, _add_static_prefix, _wrap_response
 
-from mlflow_prompt_alias_store._compat import asgi_app, has_native_routes, job_execution_enabled
+from mlflow_prompt_alias_store._compat import asgi_app, has_native_routes, job_execution_enabled, verify
 from mlflow_prompt_alias_store._server import web
 from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
 from mlflow_prompt_alias_store._store.transactions import recording_commits
@@ -165,6 +165,7 @@ def create_app(app: Flask = mlflow_app):
     """Add the prompt-alias endpoints and page to MLflow's app (the ``mlflow.app`` entry
     point ``prompt-alias``). Under uvicorn, return MLflow's FastAPI wrapper around it, with
     the native read routes; under gunicorn or waitress (and before MLflow 3.4), the Flask app."""
+    verify("store", "server")
     extend(app)
     fastapi_app = asgi_app(app)
     if fastapi_app is None:

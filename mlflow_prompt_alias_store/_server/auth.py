@@ -35,7 +35,7 @@ from mlflow.server.handlers import _add_static_prefix
 from mlflow.utils.rest_utils import _REST_API_PATH_PREFIX, extract_api_info_for_service
 
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._compat import asgi_app, auth_read_predicate, authenticated_user
+from mlflow_prompt_alias_store._compat import asgi_app, auth_read_predicate, authenticated_user, verify
 from mlflow_prompt_alias_store._server import access, web
 from mlflow_prompt_alias_store._server.app import add_native_reads, extend
 from mlflow_prompt_alias_store._server.context import registry_store
@@ -166,6 +166,7 @@ def create_app(app: Flask = mlflow_app):
     ``basic-auth`` factory returns: its FastAPI app under uvicorn, else the Flask app."""
     # Importing MLflow's auth app reads its config (MLFLOW_AUTH_CONFIG_PATH) and opens its
     # user store, as ``--app-name basic-auth`` does; only this app's factory does it.
+    verify("store", "server", "auth")
     from mlflow.server import auth
 
     extend(app)

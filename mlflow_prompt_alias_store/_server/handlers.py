@@ -29,7 +29,10 @@ def _invalid(message: str) -> MlflowException:
 
 
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # JSON nested deeper than Python's parser goes ('[' * 100000)
+        body = None
     if not isinstance(body, dict):
         raise _invalid("The request body must be a JSON object.")
     return body

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 
@@ -44,15 +45,16 @@ MAX_WAIT = 60.0
 _FEED_LINGER_SECONDS = 30.0
 
 
+# Seconds as plain ASCII decimals: ``float()`` would also take "1_0", "١", " 1 " and "nan".
+_SECONDS = re.compile(r"[0-9]{1,6}(\.[0-9]{1,6})?")
+
+
 def _wait_seconds() -> float:
     raw = request.args.get("wait")
     if raw is None:
         return DEFAULT_WAIT
-    try:
-        wait = float(raw)
-    except ValueError:
-        wait = -1.0
-    if not 0 <= wait <= MAX_WAIT:  # also NaN
+    wait = float(raw) if _SECONDS.fullmatch(raw) else -1.0
+    if not 0 <= wait <= MAX_WAIT:
         raise MlflowException(
             f"Invalid value {raw!r} for parameter 'wait': expected seconds from 0 to {MAX_WAIT:g}.",
             INVALID_PARAMETER_VALUE,
@@ -185,6 +187,8 @@ class WatchRoute:
             return None, cursor, wait
 
     async def __call__(self, scope, receive, send) -> None:
+        from starlette.responses import Response as StarletteResponse
+
         from mlflow_prompt_alias_store._server.native_reads import _starlette_response, _wsgi_environ
 
         environ = _wsgi_environ(scope)
@@ -207,14 +211,18 @@ class WatchRoute:
                         answer = await asyncio.to_thread(self._flask_answer, environ, cursor)
                     break
                 await asyncio.wait({future, gone}, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                if gone.done():  # the client left: nobody to answer (and no wait to hold)
-                    return
+                if gone.done():  # the client left: no wait to hold, and nobody to read an answer
+                    answer = None
+                    break
                 self._feed.unregister(future)
                 future = self._feed.register()
         finally:
             self._feed.unregister(future)
             gone.cancel()
-        await _starlette_response(answer)(scope, receive, send)
+        # A client that went away still gets a (bodiless) response: MLflow's HTTP middlewares
+        # log a route that returns without one as an error, with a traceback.
+        response = _starlette_response(answer) if answer is not None else StarletteResponse(status_code=204)
+        await response(scope, receive, send)
 
     def _flask_answer(self, environ: dict, cursor: str):
         """The empty answer at the end of the wait, through the app's after-request hooks."""

@@ -260,6 +260,7 @@ class AliasWritesMixin:
         """
         _validate_model_name(name)
         validate_alias_name(alias)
+        validate_alias_name_reserved(alias)  # 'latest', 'v1': refused as set-if and stock refuse them
 
         def write(session, journal: Journal) -> AliasEvent:
             self._get_registered_model(session, name)

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-from mlflow_prompt_alias_store._compat import check_tested_range, replica_kwargs
+from mlflow_prompt_alias_store._compat import replica_kwargs, verify
 from mlflow_prompt_alias_store._errors import sql_free_sessions
 from mlflow_prompt_alias_store._store.adoption import AdoptionMixin
 from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
@@ -83,8 +83,9 @@ class PromptAliasRegistryStore(
         parsed = parse_store_uri(store_uri)
         require_driver(parsed)
         self.store_uri = parsed.uri
+        # Every MLflow name the store relies on, before anything is opened.
+        verify("store")
         # MLflow creates or upgrades its own tables here; ours follow.
-        check_tested_range()
         super().__init__(parsed.db_uri, **replica_kwargs(inner_db_uri(read_db_uri)))
         # Stock's errors, without the SQL text stock puts in database errors' messages.
         self.ManagedSessionMaker = sql_free_sessions(self.ManagedSessionMaker)
