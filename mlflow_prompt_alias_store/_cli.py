@@ -49,7 +49,7 @@ def _run(fn: Callable[[], Any], client=None, name: str | None = None, alias: str
     the closest existing ones."""
     try:
         return fn()
-    except click.exceptions.Exit:
+    except (click.exceptions.Exit, click.ClickException):  # click's own answers (usage errors)
         raise
     except Exception as e:
         hint = ""
@@ -125,11 +125,16 @@ def _event_row(e) -> list:
     return [e.sequence, _format_time(e.timestamp), e.name, e.alias, e.action, e.from_version, e.to_version, e.actor]
 
 
-def _echo_events(events, token, output: str) -> None:
+def _echo_events(events, token, output: str, incarnations: bool = False) -> None:
+    """The events as JSON or a table; with ``incarnations`` (the histories of earlier prompts
+    of the name too) the table says which prompt of the name each event is of."""
     if output == "json":
         click.echo(json.dumps({"events": [e.to_dict() for e in events], "next_page_token": token}))
         return
-    click.echo(_table(_EVENT_HEADERS, [_event_row(e) for e in events]))
+    if incarnations:
+        click.echo(_table(["incarnation", *_EVENT_HEADERS], [[e.incarnation, *_event_row(e)] for e in events]))
+    else:
+        click.echo(_table(_EVENT_HEADERS, [_event_row(e) for e in events]))
     if token:
         click.echo(f"next page: --page-token {token}")
 
@@ -176,6 +181,49 @@ def db_upgrade(url: str) -> None:
     _run(upgrade)
 
 
+@db.command("check")
+@click.argument("url")
+@click.option("--repair", is_flag=True,
+              help="Re-install what is wrong, journal a baseline for every alias the journal does "
+              "not explain, then check again.")  # fmt: skip
+def db_check(url: str, repair: bool) -> None:
+    """Check that the database at URL keeps the alias journal: every trigger present, enabled
+    and identical to what this package installs, and the journal, replayed, explaining every
+    alias row. Prints each discrepancy and exits 1 on any.
+
+    URL is a prompt-alias+<database URL>. Nothing is changed without --repair.
+    """
+
+    def check() -> list[str]:
+        from mlflow_prompt_alias_store._store.migrate import current_revision, head_revision
+        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+
+        store = PromptAliasRegistryStore(url, upgrade=False)
+        try:
+            with store.engine.connect() as connection:
+                revision = current_revision(connection)
+            if revision != head_revision():
+                return [f"the prompt-alias tables are at revision {revision}, not {head_revision()}: "
+                        f"run `mlflow-prompt-alias db upgrade {redact(url)}`"]  # fmt: skip
+            found = store.check_journal()
+            if found and repair:
+                for line in store.repair_journal():
+                    click.echo(printable(f"Repaired: {line}"))
+                found = store.check_journal()
+            return found
+        finally:
+            store._dispose_engine()
+
+    found = _run(check)
+    for line in found:
+        click.echo(printable(f"Discrepancy: {line}"))
+    if found:
+        click.echo(f"{len(found)} discrepanc{'y' if len(found) == 1 else 'ies'} in {redact(url)}"
+                   f"{'' if repair else '; `db check --repair` repairs them'}.", err=True)  # fmt: skip
+        sys.exit(1)
+    click.echo(f"The journal of {redact(url)} is complete: its triggers are in place and it explains every alias.")
+
+
 @db.command("remove")
 @click.argument("url")
 @click.option("--yes", is_flag=True, help="Remove without asking.")
@@ -214,19 +262,31 @@ def db_remove(url: str, yes: bool) -> None:
 @click.option("--alias", default=None, help="Only this alias's events.")
 @click.option("--max-results", type=int, default=100, show_default=True)
 @click.option("--page-token", default=None)
+@click.option("--include-deleted", is_flag=True,
+              help="Also the histories of earlier, deleted prompts of this name (administrators only "
+              "on a server with authentication).")  # fmt: skip
 @_TRACKING_URI
 @_OUTPUT
-def history(name, alias, max_results, page_token, tracking_uri, output) -> None:
+def history(name, alias, max_results, page_token, include_deleted, tracking_uri, output) -> None:
     """The alias events of prompt NAME, newest first."""
     client = _run(lambda: _client(tracking_uri))
     page = _run(
-        lambda: client.get_alias_history(name, alias=alias, max_results=max_results, page_token=page_token),
+        lambda: client.get_alias_history(name, alias=alias, max_results=max_results, page_token=page_token,
+                                         include_deleted=include_deleted),
         client, name, alias,
     )  # fmt: skip
     if alias is not None and not page and page_token is None:
         _run(lambda: _require_alias(client, name, alias), client, name, alias)
-    _echo_events(list(page), page.token, output)
+    _echo_events(list(page), page.token, output, incarnations=include_deleted)
 
+
+
+def _new_key() -> str:
+    """The idempotency key of one command's write: its transport retries resend it, and the
+    server answers a repeat from its record (a rollback is never applied twice)."""
+    import uuid
+
+    return uuid.uuid4().hex
 
 
 def _client(tracking_uri: str):
@@ -360,7 +420,7 @@ def _delete_alias(client, tracking_uri: str, name: str, alias: str) -> None:
 def rollback(name, alias, tracking_uri, output) -> None:
     """Undo the latest change of ALIAS of prompt NAME."""
     client = _run(lambda: _client(tracking_uri))
-    event = _run(lambda: client.rollback_alias(name, alias), client, name, alias)
+    event = _run(lambda: client.rollback_alias(name, alias, idempotency_key=_new_key()), client, name, alias)
     _echo_event(event, output, unchanged="")  # a rollback always changes the alias
 
 
@@ -380,7 +440,7 @@ def set_if(name, alias, version, expected, create, tracking_uri, output) -> None
         raise click.UsageError("Give exactly one of --expected N (the version ALIAS points to now) "
                                "and --create (ALIAS must not exist yet).")  # fmt: skip
     client = _run(lambda: _client(tracking_uri))
-    event = _run(lambda: client.set_alias_if(name, alias, version, expected), client, name)
+    event = _run(lambda: client.set_alias_if(name, alias, version, expected, idempotency_key=_new_key()), client, name)
     _echo_event(event, output, f"{alias} of {name} already points to version {version}; nothing changed")
 
 
@@ -404,7 +464,7 @@ def aliases(name, alias, tracking_uri, output) -> None:
 @_OUTPUT
 def protect(alias, tracking_uri, output) -> None:
     """Protect ALIAS in every prompt: it can be moved, not deleted."""
-    p = _run(lambda: _client(tracking_uri).protect_alias(alias))
+    p = _run(lambda: _client(tracking_uri).protect_alias(alias, idempotency_key=_new_key()))
     _echo_protected([p], output)
 
 
@@ -414,7 +474,7 @@ def protect(alias, tracking_uri, output) -> None:
 @_OUTPUT
 def unprotect(alias, tracking_uri, output) -> None:
     """Lift the protection of ALIAS."""
-    _run(lambda: _client(tracking_uri).unprotect_alias(alias))
+    _run(lambda: _client(tracking_uri).unprotect_alias(alias, idempotency_key=_new_key()))
     if output == "json":
         click.echo(json.dumps({"alias": alias, "protected": False}))
     else:
@@ -452,13 +512,7 @@ def watch(name, since, timeout, tracking_uri, output) -> None:
     With --output json, one line per event: {"event": {...}, "cursor": "..."}; a later
     `watch --since CURSOR` picks up right after that event."""
     from mlflow_prompt_alias_store._client.watch import AliasWatch, source_for
-    from mlflow_prompt_alias_store._cursor import Cursor, InvalidCursor
 
-    if since is not None:
-        try:
-            Cursor.decode(since)
-        except InvalidCursor as e:
-            raise click.BadParameter(str(e), param_hint="--since")
     client = _run(lambda: _client(tracking_uri))
 
     state = {"lost": False}
@@ -473,7 +527,17 @@ def watch(name, since, timeout, tracking_uri, output) -> None:
 
     # A server through the CLI's own transport, or PromptAliasClient's store or backend.
     backend = getattr(client, "_store", client)
-    w = _run(lambda: AliasWatch(source_for(backend), since=since, name=name, timeout=timeout, on_connection=connection))
+
+    def start() -> AliasWatch:
+        try:
+            return AliasWatch(source_for(backend), since=since, name=name, timeout=timeout, on_connection=connection)
+        except Exception as e:  # a cursor the store or server cannot open: the option's fault
+            if since is not None and "watch cursor" in str(getattr(e, "message", e)):
+                raise click.BadParameter(str(getattr(e, "message", e)).removeprefix("INVALID_PARAMETER_VALUE: "),
+                                         param_hint="--since") from None  # fmt: skip
+            raise
+
+    w = _run(start)
     try:
         for event in _events(w):
             if output == "json":

@@ -23,8 +23,13 @@ class AliasEvent:
         to_version: The version after the change, ``None`` if the alias no longer exists.
         actor: Who made the change (HTTP basic-auth user, ``MLFLOW_TRACKING_USERNAME`` or
             the OS user).
-        timestamp: When, in milliseconds since the epoch.
+        timestamp: When, in milliseconds since the epoch, by the database's clock.
         sequence: Position in the prompt's journal: 1, 2, 3, … with no gaps.
+        incarnation: Which prompt of this name: a prompt created (or renamed onto) a name
+            whose previous holder was deleted has a history of its own, the name's next
+            incarnation (0 for the first). Sequences count within it.
+        db_role: The database role (login) of the session that wrote the event, whatever
+            the writer said; ``None`` on SQLite, which has no roles.
     """
 
     name: str
@@ -35,13 +40,15 @@ class AliasEvent:
     actor: str | None
     timestamp: int
     sequence: int
+    incarnation: int = 0
+    db_role: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AliasEvent:
-        return cls(**{f: d.get(f) for f in cls.__dataclass_fields__})
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__ if f in d})
 
 
 @dataclass(frozen=True)

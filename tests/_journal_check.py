@@ -13,8 +13,10 @@ def read_state(uri: str):
         with engine.connect() as conn:
             events = conn.execute(
                 sqlalchemy.text(
-                    "SELECT name, alias, sequence, action, from_version, to_version, actor, "
-                    "timestamp FROM prompt_alias_events ORDER BY name, sequence"
+                    "SELECT e.name, e.alias, e.sequence, e.action, e.from_version, e.to_version, e.actor, "
+                    "e.timestamp, e.incarnation, e.incarnation = c.incarnation AS current "
+                    "FROM prompt_alias_events e JOIN prompt_alias_sequences c ON c.name = e.name "
+                    "ORDER BY e.name, e.incarnation, e.sequence"
                 )
             ).all()
             aliases = conn.execute(
@@ -26,35 +28,42 @@ def read_state(uri: str):
 
 
 def check_journal(uri: str, monotonic_time: bool = True):
-    """Assert per-prompt gap-free sequences, per-alias chains with no lost or duplicated
-    event, and that the latest event of each alias is the alias's current state.
+    """Assert per-prompt (per incarnation) gap-free sequences in time order, per-alias chains
+    with no lost or duplicated event, and that the latest event of each alias of each prompt's
+    current incarnation is the alias's current state.
 
-    ``monotonic_time=False`` for a name whose history joins two models' (a rename onto
-    the name of a deleted model): its sequence continues, its clock does not.
+    ``monotonic_time=False`` for a prompt whose history joins two models' (an old journal: a
+    rename onto the name of a deleted model joined them before incarnations).
 
-    Returns the events, grouped by (name, alias), oldest first.
+    Returns the events of the current incarnations, grouped by (name, alias), oldest first.
     """
     events, current = read_state(uri)
-    by_name = defaultdict(list)
+    by_incarnation = defaultdict(list)
     by_alias = defaultdict(list)
     for e in events:
-        by_name[e.name].append(e)
-        by_alias[(e.name, e.alias)].append(e)
-    for name, evs in by_name.items():
-        assert [e.sequence for e in evs] == list(range(1, len(evs) + 1)), f"gap in {name}"
+        by_incarnation[(e.name, e.incarnation)].append(e)
+        if e.current:
+            by_alias[(e.name, e.alias)].append(e)
+    for key, evs in by_incarnation.items():
+        assert [e.sequence for e in evs] == list(range(1, len(evs) + 1)), f"gap in {key}"
         stamps = [e.timestamp for e in evs]
         if monotonic_time:
-            assert stamps == sorted(stamps), f"timestamps out of sequence order in {name}"
+            assert stamps == sorted(stamps), f"timestamps out of sequence order in {key}"
     for key, evs in by_alias.items():
-        previous = None
+        previous, unexplained = None, []
         for e in evs:
-            assert e.from_version == previous, f"{key}: event {e.sequence} does not follow on"
-            assert e.from_version != e.to_version, f"{key}: event {e.sequence} changes nothing"
-            expected_action = (
-                {"set"} if previous is None else {"move", "delete"}
-            ) if e.action in ("set", "move", "delete") else {e.action}  # fmt: skip
-            assert e.action in expected_action, f"{key}: {e.action} after {previous}"
+            if e.action == "baseline":  # the state found (after a change that went unjournaled)
+                unexplained = []
+            else:
+                if e.from_version != previous:
+                    unexplained.append(f"{key}: event {e.sequence} does not follow on")
+                assert e.from_version != e.to_version, f"{key}: event {e.sequence} changes nothing"
+                expected_action = (
+                    {"set"} if e.from_version is None else {"move", "delete"}
+                ) if e.action in ("set", "move", "delete") else {e.action}  # fmt: skip
+                assert e.action in expected_action, f"{key}: {e.action} after {previous}"
             previous = e.to_version
+        assert unexplained == [], unexplained
         assert current.get(key) == previous, f"{key}: alias is {current.get(key)}, journal says {previous}"
     for key in current:
         assert key in by_alias, f"{key} has no journal"

@@ -96,3 +96,100 @@ def compare_and_set(uri: str, name: str, rounds: list[tuple[str, int | None]], v
         except MlflowException as e:
             outcomes.append(e.error_code)
     return os.getpid(), outcomes
+
+
+def moves_for(uri: str, name: str, alias: str, seconds: float, versions: list[int], seed: int):
+    """Moves of one alias to random versions for ``seconds``; returns this process's id, how
+    many it made and the errors seen."""
+    import time
+
+    mlflow = _client(uri)
+    rng = random.Random(seed)
+    errors, made = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
+            made += 1
+        except Exception:
+            errors.append(traceback.format_exc(limit=3))
+    return os.getpid(), made, errors
+
+
+def mixed_for(uri: str, name: str, aliases: list[str], seconds: float, versions: list[int], seed: int):
+    """Random sets and deletes over a few aliases for ``seconds``; returns this process's id,
+    how many writes it made and the errors seen."""
+    import time
+
+    mlflow = _client(uri)
+    rng = random.Random(seed)
+    errors, made = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        alias = rng.choice(aliases)
+        try:
+            if rng.random() < 0.3:
+                mlflow.genai.delete_prompt_alias(name=name, alias=alias)
+            else:
+                mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
+            made += 1
+        except Exception:
+            errors.append(traceback.format_exc(limit=3))
+    return os.getpid(), made, errors
+
+
+def rollbacks_for(uri: str, name: str, alias: str, seconds: float, versions: list[int], seed: int):
+    """Moves of one alias through this package for ``seconds``, each followed by a rollback (an
+    undo stack pops what it can; the refusals of an empty stack are not errors); returns this
+    process's id, how many writes it made and the errors seen."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    import mlflow_prompt_alias_store as pas
+
+    mlflow = _client(uri)
+    rng = random.Random(seed)
+    errors, made = [], 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
+            pas.rollback_alias(name, alias)
+            made += 2
+        except MlflowException as e:
+            if e.error_code != "INVALID_STATE":
+                errors.append(traceback.format_exc(limit=3))
+        except Exception:
+            errors.append(traceback.format_exc(limit=3))
+    return os.getpid(), made, errors
+
+
+def run(function: str, *args):
+    """``function(*args)`` of this module: one pool map over workers doing different things."""
+    return globals()[function](*args)
+
+
+def rollbacks_only_for(uri: str, name: str, alias: str, seconds: float, _versions, seed: int):
+    """Rollbacks of one alias through this package for ``seconds`` (refusals of an empty undo
+    stack are not errors); returns this process's id, the events its calls returned (as
+    dicts) and the errors seen."""
+    import time
+
+    from mlflow.exceptions import MlflowException
+
+    import mlflow_prompt_alias_store as pas
+
+    _client(uri)
+    errors, returned = [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            returned.append(pas.rollback_alias(name, alias).to_dict())
+        except MlflowException as e:
+            if e.error_code != "INVALID_STATE":
+                errors.append(traceback.format_exc(limit=3))
+            time.sleep(0.01)
+        except Exception:
+            errors.append(traceback.format_exc(limit=3))
+    return os.getpid(), returned, errors

@@ -6,7 +6,10 @@ the journal's actor the authenticated user, the basic-auth app's own routes and 
 from __future__ import annotations
 
 import functools
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from unittest import mock
@@ -220,6 +223,9 @@ def test_permission_matrix(server, principal):
     table = [(A, cell) for cell in cells(A)] + [(B, cell) for cell in cells(B)] + [(None, c) for c in GLOBAL_CELLS]
     mismatches = []
     for prompt, (label, need, method, path, params) in table:
+        if label == "rollback":  # a move to undo (a rollback pops the journal's undo stack)
+            current = {a.alias: a.version for a in _direct(uri).list_aliases(name=prompt)}["production"]
+            _direct(uri).set_alias_if(prompt, "production", 3 - current, current)
         before = state(uri) if method != "GET" else None
         response = send(url, principal, method, path, params)
         expected = expected_status(principal, prompt, need)
@@ -273,6 +279,8 @@ def test_actor_is_the_authenticated_user_whatever_the_client_claims(server):
     url, uri = server
     forged = {"X-Forwarded-User": "mallory", "X-Remote-User": "mallory", "Remote-User": "mallory"}
     body = {"name": A, "alias": "production", "actor": "mallory"}
+    current = {a.alias: a.version for a in _direct(uri).list_aliases(name=A)}["production"]
+    _direct(uri).set_alias_if(A, "production", 3 - current, current)  # a move to undo
     response = send(url, "editor", "POST", routes.ROLLBACK, body, headers=forged)
     assert response.status_code == 200, response.text
     assert response.json()["event"]["actor"] == "editor"
@@ -463,3 +471,81 @@ def test_a_prompt_page_shows_any_name_mlflow_accepts(server, name):
     assert page.status_code == 200, page.text[:500]
     assert page.text.count('<td class="commit-message">') == 2
     assert "second {{x}}" in page.text
+
+
+def test_a_recreated_prompt_name_shows_its_readers_none_of_the_old_history(server):
+    """Admin deletes a prompt; a user with no grant creates one of that name (MLflow makes them
+    its manager): its history, page and point-in-time answers start empty; the old history is
+    there for administrators (include_deleted), refused to anyone else."""
+    url, uri = server
+    name = "hr-salary-bands"
+    create_prompt_over_rest(url, "admin", name, ["bands v1 {{x}}", "bands v2 {{x}}"], "production")
+    assert send(url, "admin", "POST", routes.STOCK_ALIAS, {"name": name, "alias": "production", "version": "1"}).ok
+    old_events = send(url, "admin", "GET", routes.HISTORY, {"name": name}).json()["events"]
+    assert len(old_events) == 2
+    assert send(url, "admin", "DELETE", f"{REGISTRY}/registered-models/delete", {"name": name}).ok
+    create_prompt_over_rest(url, "nobody", name, ["mine {{x}}"], "staging")
+
+    history = send(url, "nobody", "GET", routes.HISTORY, {"name": name}).json()["events"]
+    assert [(e["alias"], e["action"], e["sequence"]) for e in history] == [("staging", "set", 1)]
+    page = send(url, "nobody", "GET", routes.PAGE + "prompt", {"name": name}).text
+    assert "production" not in page and "bands v1" not in page
+    before = int(old_events[0]["timestamp"])
+    at = send(url, "nobody", "GET", routes.RESOLVE_AT, {"name": name, "alias": "production", "timestamp_ms": str(before)})
+    assert at.json() == {"version": None}
+    refused = send(url, "nobody", "GET", routes.HISTORY, {"name": name, "include_deleted": "true"})
+    assert refused.status_code == 403 and refused.json()["error_code"] == "PERMISSION_DENIED"
+    everything = send(url, "admin", "GET", routes.HISTORY, {"name": name, "include_deleted": "true"}).json()["events"]
+    assert [(e["incarnation"], e["alias"], e["action"]) for e in everything] == [
+        (1, "staging", "set"), (0, "production", "delete"), (0, "production", "move"), (0, "production", "set")]  # fmt: skip
+    out = subprocess.run([str(Path(sys.executable).with_name("mlflow-prompt-alias")), "history", name,
+                          "--include-deleted", "--output", "json", "--tracking-uri", url],
+                         env={**os.environ, "MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]},
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert len(json.loads(out.stdout)["events"]) == 4
+
+
+@pytest.mark.parametrize("name", AWKWARD_NAMES)
+def test_every_endpoint_and_cli_verb_takes_any_name_mlflow_accepts(server, name):
+    """A prompt (and alias) named with quotes, a backslash, % and _ and non-ASCII: every
+    endpoint and CLI verb works for a user who may, and a user who may not gets MLflow's 403."""
+    url, _ = server
+    prompt = f"{name} cli"
+    create_prompt_over_rest(url, "admin", prompt, ["one {{x}}", "two {{x}}", "three {{x}}"], "production")
+    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}):
+        from mlflow.server import get_app_client
+
+        grant(get_app_client("prompt-alias-auth", tracking_uri=url), "reader", prompt, "READ")
+    for principal, expected in (("admin", 200), ("reader", 200), ("nobody", 403)):
+        for label, _, method, path, params in cells(prompt):
+            if method != "GET" or "native" in label:
+                continue
+            response = send(url, principal, method, path, params)
+            assert response.status_code == expected, (principal, label, response.text[:300])
+    cli = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+
+    def run(*args):
+        out = subprocess.run([cli, *args, "--tracking-uri", url], env=env, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, (args, out.stderr)
+        return out.stdout
+
+    run("set", prompt, "production", "2")
+    run("set-if", prompt, "production", "3", "--expected", "2")
+    assert json.loads(run("rollback", prompt, "production", "--output", "json"))["event"]["to_version"] == 2
+    assert json.loads(run("at", prompt, "production", str(int(time.time() * 1000) + 1000), "--output", "json"))["version"] == 2
+    assert len(json.loads(run("history", prompt, "--output", "json"))["events"]) == 4
+    assert json.loads(run("aliases", "--name", prompt, "--output", "json"))["aliases"][0]["version"] == 2
+    run("set", prompt, "scratch", "1")
+    run("delete", prompt, "scratch")
+    # An alias name with a LIKE wildcard and non-ASCII (MLflow allows \w and '-').
+    odd = "prod_ü-1"
+    run("set", prompt, odd, "1")
+    run("set", prompt, odd, "3")
+    assert json.loads(run("rollback", prompt, odd, "--output", "json"))["event"]["to_version"] == 1
+    assert [e["alias"] for e in json.loads(run("history", prompt, "--alias", odd, "--output", "json"))["events"]] == [odd] * 3
+    page = send(url, "admin", "GET", routes.PAGE + "prompt", {"name": prompt, "alias": odd})
+    assert page.status_code == 200 and page.text.count("<tr data-sequence=") == 3
+    watched = run("watch", prompt, "--timeout", "1", "--output", "json")
+    assert watched == ""  # nothing after "now"

@@ -48,22 +48,24 @@ def _alias(name="qa", alias="production"):
     return {(a.name, a.alias): a.version for a in pas.list_aliases()}.get((name, alias))
 
 
-def test_resolve_alias_at(client, plugin_uri, mocker):
-    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
+def test_resolve_alias_at(client, plugin_uri):
+    import time
+
     g = mlflow.genai
-    for t, call in [
-        (1_000, lambda: g.set_prompt_alias(name="qa", alias="production", version=1)),
-        (2_000, lambda: g.set_prompt_alias(name="qa", alias="production", version=2)),
-        (3_000, lambda: g.delete_prompt_alias(name="qa", alias="production")),
-        (4_000, lambda: g.set_prompt_alias(name="qa", alias="production", version=3)),
+    for call in [
+        lambda: g.set_prompt_alias(name="qa", alias="production", version=1),
+        lambda: g.set_prompt_alias(name="qa", alias="production", version=2),
+        lambda: g.delete_prompt_alias(name="qa", alias="production"),
+        lambda: g.set_prompt_alias(name="qa", alias="production", version=3),
     ]:
-        clock.return_value = t
         call()
+        time.sleep(0.005)  # a millisecond of its own (the database's clock) for each event
+    t1, t2, t3, t4 = sorted(e.timestamp for e in client.get_alias_history("qa", alias="production"))
     at = lambda ms: client.resolve_alias_at("qa", "production", ms)  # noqa: E731
-    assert [at(ms) for ms in (0, 999, 1_000, 1_999, 2_000, 2_500, 3_000, 3_999, 4_000, 10**13)] == [
+    assert [at(ms) for ms in (0, t1 - 1, t1, t2 - 1, t2, t3 - 1, t3, t4 - 1, t4, 10**13)] == [
         None, None, 1, 1, 2, 2, None, None, 3, 3]  # fmt: skip
     assert client.resolve_alias_at("qa", "never-set", 10**13) is None
-    assert pas.resolve_alias_at("qa", "production", 2_500) == 2  # module level, current URI
+    assert pas.resolve_alias_at("qa", "production", t2) == 2  # module level, current URI
     _raises_unchanged(plugin_uri, lambda: client.resolve_alias_at("ghost", "production", 1),
                       "RESOURCE_DOES_NOT_EXIST", "name=ghost not found")  # fmt: skip
     for bad in (-1, "yesterday", 1.5, None, True):
@@ -81,13 +83,18 @@ def test_rollback(client, plugin_uri):
     assert (event.action, event.from_version, event.to_version) == ("rollback", 3, 1)
     assert _alias() == 1
     assert mlflow.genai.load_prompt("prompts:/qa@production", **FRESH).version == 1
-    # A second rollback undoes the first.
-    assert pas.rollback_alias("qa", "production").to_version == 3
-    assert _alias() == 3
-    # On a deleted alias it restores the version the alias held.
+    # An undo stack: the next rollback goes further back (here to the set, which it cannot
+    # undo), never forward to the version the first rollback removed.
+    _raises_unchanged(plugin_uri, lambda: pas.rollback_alias("qa", "production"), "INVALID_STATE", "created it")
+    g.set_prompt_alias(name="qa", alias="production", version=2)
+    g.set_prompt_alias(name="qa", alias="production", version=3)
+    assert [client.rollback_alias("qa", "production").to_version for _ in range(2)] == [2, 1]
+    # On a deleted alias it restores the version the alias held, then undoes what came before.
+    g.set_prompt_alias(name="qa", alias="production", version=3)
     g.delete_prompt_alias(name="qa", alias="production")
     assert client.rollback_alias("qa", "production").to_version == 3
     assert _alias() == 3
+    assert client.rollback_alias("qa", "production").to_version == 1
     check_journal(plugin_uri)
 
 

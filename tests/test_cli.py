@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 
 import mlflow
 import mlflow.genai
@@ -42,18 +43,22 @@ def fails(*args, **kwargs):
 
 
 @pytest.fixture
-def uri(sqlite_uri, mocker):
+def uri(sqlite_uri):
     mlflow.set_tracking_uri(sqlite_uri)
-    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
     for i in (1, 2, 3):
         mlflow.genai.register_prompt(name="qa_prompt", template=f"v{i} {{{{question}}}}")
     mlflow.genai.register_prompt(name="summary", template="s {{x}}")
-    clock.return_value = parse_time("2026-11-20T13:00:00Z")
     mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
-    clock.return_value = parse_time("2026-11-20T15:00:00Z")
     mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=2)
     mlflow.genai.set_prompt_alias(name="summary", alias="production", version=1)
-    mocker.stopall()
+    # The events' times are the database's clock: set to known moments for the time lookups.
+    engine = sqlalchemy.create_engine(sqlite_uri.removeprefix("prompt-alias+"))
+    with engine.begin() as conn:
+        for sequence, moment in ((1, "2026-11-20T13:00:00Z"), (2, "2026-11-20T15:00:00Z")):
+            conn.execute(sqlalchemy.text("UPDATE prompt_alias_events SET timestamp = :t "
+                                         "WHERE name = 'qa_prompt' AND sequence = :s"),
+                         {"t": parse_time(moment), "s": sequence})  # fmt: skip
+    engine.dispose()
     return sqlite_uri
 
 
@@ -86,8 +91,12 @@ def test_at(uri):
 
 def test_rollback_and_set_if(uri):
     assert ok("rollback", "qa_prompt", "production", uri=uri).splitlines()[1].split()[4:7] == ["rollback", "2", "1"]
+    # An undo stack: the next rollback would undo the set that created the alias.
+    assert fails("rollback", "qa_prompt", "production", uri=uri).startswith("Error: INVALID_STATE: Nothing to roll back to")
+    ok("set", "qa_prompt", "production", "2", uri=uri)
     data = json.loads(ok("rollback", "qa_prompt", "production", "--output", "json", uri=uri))
-    assert data["event"]["to_version"] == 2 and set(data) == {"event"}
+    assert data["event"]["to_version"] == 1 and set(data) == {"event"}
+    ok("set", "qa_prompt", "production", "2", uri=uri)
     assert fails("rollback", "summary", "production", uri=uri).startswith(
         "Error: INVALID_STATE: Nothing to roll back to")
     assert ok("set-if", "qa_prompt", "production", "3", "--expected", "2", uri=uri).splitlines()[1].split()[4:7] == [

@@ -79,10 +79,14 @@ def test_deleting_versions_and_prompts_journals_alias_removals(plugin_uri):
     assert history[0] == ("staging", "delete", 3, None, 6)
     assert len(history) == 6  # the history of a deleted prompt stays readable
     check_journal(plugin_uri)
-    # A prompt of the same name later continues the name's journal.
+    # A prompt of the same name later is another prompt: a history of its own (the name's next
+    # incarnation); the deleted one's stays readable with include_deleted.
     _register("qa", 1)
+    assert _events(plugin_uri, "qa") == []
     g.set_prompt_alias(name="qa", alias="production", version=1)
-    assert _events(plugin_uri, "qa")[0] == ("production", "set", None, 1, 7)
+    assert _events(plugin_uri, "qa") == [("production", "set", None, 1, 1)]
+    everything = PromptAliasClient(plugin_uri).get_alias_history("qa", include_deleted=True)
+    assert [(e.incarnation, e.sequence) for e in everything] == [(1, 1)] + [(0, s) for s in range(6, 0, -1)]
     check_journal(plugin_uri)
 
 
@@ -109,21 +113,24 @@ def test_registered_models_share_the_journal_and_renames_keep_it(plugin_uri):
     check_journal(plugin_uri)
 
 
-def test_rename_onto_a_deleted_models_history_joins_it_in_time_order(sqlite_uri):
-    client = MlflowClient(tracking_uri=sqlite_uri)
+def test_rename_onto_a_deleted_models_name_starts_its_own_history(plugin_uri):
+    """The renamed model's history follows it; the deleted model's history under the new name
+    is an older incarnation, read only with include_deleted."""
+    client = MlflowClient(tracking_uri=plugin_uri)
     for name in ("old", "new"):
         client.create_registered_model(name)
         client.create_model_version(name, "s3://b/m")
         client.set_registered_model_alias(name, "a", 1)
     client.delete_registered_model("new")  # leaves 2 events under "new"
     client.rename_registered_model("old", "new")
-    # old's set, new's set and delete, in time order; then a baseline, because the latest
-    # event of "a" under the name (the deleted model's delete) is not its state.
-    events = _events(sqlite_uri, "new")
-    assert [(x[1], x[4]) for x in events] == [
-        ("baseline", 4), ("delete", 3), ("set", 2), ("set", 1)]  # fmt: skip
-    stamps = [e.timestamp for e in PromptAliasClient(sqlite_uri).get_alias_history("new")]
-    assert stamps == sorted(stamps, reverse=True)
+    assert _events(plugin_uri, "new") == [("a", "set", None, 1, 1)]
+    everything = PromptAliasClient(plugin_uri).get_alias_history("new", include_deleted=True)
+    assert [(e.incarnation, e.action, e.sequence) for e in everything] == [
+        (1, "set", 1), (0, "delete", 2), (0, "set", 1)]  # fmt: skip
+    # The old name is free: a model created there has no history.
+    client.create_registered_model("old")
+    assert _events(plugin_uri, "old") == []
+    check_journal(plugin_uri)
 
 
 @pytest.mark.every_minor
@@ -167,16 +174,45 @@ def test_module_level_history_uses_the_current_tracking_uri(sqlite_uri):
         "qa", "production", "set", 1, 1)  # fmt: skip
 
 
-def test_timestamps_never_go_backwards(sqlite_uri, mocker):
+def test_a_writer_whose_clock_is_a_year_ahead_moves_no_point_in_time_answer(plugin_uri, mocker):
+    """Event times come from the database's clock: a writer a year ahead writes them at the
+    database's now, and resolve_alias_at(now) answers right at once."""
+    import time
+
+    mlflow.set_tracking_uri(plugin_uri)
+    _register("qa", 2)
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
+    year = 365 * 24 * 3600
+    real_time = time.time
+    mocker.patch("time.time", lambda: real_time() + year)
+    mocker.patch("mlflow.utils.time.get_current_time_millis", lambda: int((real_time() + year) * 1000))
+    before = int(real_time() * 1000)
+    mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
+    PromptAliasClient(plugin_uri).rollback_alias("qa", "production")
+    PromptAliasClient(plugin_uri).set_alias_if("qa", "production", 2, 1)
+    after = int(real_time() * 1000)
+    mocker.stopall()
+    events = PromptAliasClient(plugin_uri).get_alias_history("qa")
+    assert all(before - 2000 <= e.timestamp <= after + 2000 for e in events[:3]), [e.timestamp for e in events]
+    client = PromptAliasClient(plugin_uri)
+    assert client.resolve_alias_at("qa", "production", int(time.time() * 1000)) == 2
+    assert client.resolve_alias_at("qa", "production", events[1].timestamp) in (1, 2)  # (same millisecond)
+    check_journal(plugin_uri)
+
+
+def test_timestamps_never_go_backwards(sqlite_uri):
+    """Sequence order and time order agree even when the database's clock steps back: an
+    event is never earlier than the prompt's previous one."""
     mlflow.set_tracking_uri(sqlite_uri)
     _register("qa", 2)
-    clock = mocker.patch("mlflow_prompt_alias_store._store.journal.get_current_time_millis")
-    clock.return_value = 2_000_000
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)
-    clock.return_value = 1_000_000  # another writer's clock is behind
+    ahead = PromptAliasClient(sqlite_uri).get_alias_history("qa")[0].timestamp + 60_000
+    engine = sqlalchemy.create_engine(sqlite_uri.removeprefix("prompt-alias+"))
+    with engine.begin() as conn:  # as if the clock had been a minute ahead, and stepped back
+        conn.execute(sqlalchemy.text("UPDATE prompt_alias_sequences SET timestamp = :t"), {"t": ahead})
+    engine.dispose()
     mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)
-    stamps = [e.timestamp for e in PromptAliasClient(sqlite_uri).get_alias_history("qa")]
-    assert stamps == [2_000_000, 2_000_000]
+    assert PromptAliasClient(sqlite_uri).get_alias_history("qa")[0].timestamp == ahead
 
 
 def _locked() -> OperationalError:
@@ -229,6 +265,9 @@ def test_history_pages_through_long_histories(sqlite_uri):
             ),
             [{"s": s} for s in range(1, total + 1)],
         )
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO prompt_alias_sequences (name, incarnation, sequence, timestamp) VALUES ('qa', 0, :s, :s)"),
+            {"s": total})  # fmt: skip
     statements = []
 
     def record(conn, cursor, statement, *args):
@@ -294,3 +333,32 @@ def test_actor_through_mlflow_server_is_the_basic_auth_user(sqlite_uri, tmp_path
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     [event] = PromptAliasClient(sqlite_uri).get_alias_history("qa")
     assert event.actor == "carol"  # from the request's Authorization header, not the server's env
+
+
+def test_a_remote_write_that_names_nobody_is_anonymous_with_the_clients_address(sqlite_uri, tmp_path, monkeypatch):
+    """Without authentication, what the server records of a write is what reaches it: the
+    basic-auth name a client sends, else an explicit anonymous actor with the client's address
+    — never the server's own OS user (nor its environment's user name). MLflow's client sends
+    basic auth only with a password; this package's client and CLI send a lone
+    MLFLOW_TRACKING_USERNAME as basic auth with an empty password."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _server import mlflow_server
+
+    server_env = {"MLFLOW_TRACKING_USERNAME": "the-servers-own-user"}
+    with mlflow_server(sqlite_uri, tmp_path, "--app-name", "prompt-alias", env=server_env) as (url, _):
+        mlflow.set_tracking_uri(url)
+        _register("qa", 3)
+        mlflow.genai.set_prompt_alias(name="qa", alias="production", version=1)  # stock, no name
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "dana")  # a name, no password
+        mlflow.genai.set_prompt_alias(name="qa", alias="production", version=2)  # stock: not sent
+        PromptAliasClient(url).rollback_alias("qa", "production")  # ours: sent
+        cli = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+        done = subprocess.run([cli, "set-if", "qa", "production", "3", "--expected", "1", "--tracking-uri", url],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    actors = [e.actor for e in reversed(PromptAliasClient(sqlite_uri).get_alias_history("qa"))]
+    assert actors == ["anonymous (127.0.0.1)", "anonymous (127.0.0.1)", "dana", "dana"]
+    assert getpass.getuser() not in actors

@@ -25,7 +25,18 @@ DATA = Path(__file__).parent / "data"
 RELEASED = {
     "0001_alias_events": DATA / "schema_0001_alias_events.db",
     "0002_protected_aliases": DATA / "schema_0002_protected_aliases.db",  # production protected
+    "0003_write_context": DATA / "schema_0003_write_context.db",  # production protected
 }
+# The journal's columns every released revision has.
+_FIRST_COLUMNS = "id, name, alias, sequence, action, from_version, to_version, actor, timestamp"
+
+
+def _first_columns(uri: str) -> list[tuple]:
+    engine = sqlalchemy.create_engine(uri.removeprefix("prompt-alias+"))
+    with engine.connect() as conn:
+        rows = conn.execute(sqlalchemy.text(f"SELECT {_FIRST_COLUMNS} FROM prompt_alias_events ORDER BY id")).all()
+    engine.dispose()
+    return rows
 
 
 def _mlflow_knows_schema_of(path: Path) -> bool:
@@ -48,11 +59,13 @@ def test_released_schema_upgrades_and_works(revision, tmp_path):
     uri = f"prompt-alias+sqlite:///{path}"
     before = db_snapshot(uri)
     assert before[VERSION_TABLE] == [(repr(revision),)]
+    events_before = _first_columns(uri)
 
     client = PromptAliasClient(uri)  # opening the store upgrades it
     after = db_snapshot(uri)
     assert after[VERSION_TABLE] == [(repr(head_revision()),)]
-    assert after["prompt_alias_events"] == before["prompt_alias_events"]  # history kept
+    assert _first_columns(uri) == events_before  # history kept
+    assert {e.incarnation for e in client.get_alias_history("qa_prompt")} == {0}
     # MLflow's own version table moves on when this MLflow is newer than the file's (3.17).
     mlflow_tables = {k for k in before if not k.startswith(("prompt_alias_", VERSION_TABLE))} - {"alembic_version"}
     assert {k: after[k] for k in mlflow_tables} == {k: before[k] for k in mlflow_tables}
@@ -99,4 +112,30 @@ def test_both_version_tables_coexist(sqlite_uri):
     assert {"alembic_version", VERSION_TABLE} <= tables
     assert {t for t in tables if t.startswith("prompt_alias_")} == {
         "prompt_alias_events", "prompt_alias_protected", "prompt_alias_protection_events",
-        "prompt_alias_context", "prompt_alias_sequences"}  # fmt: skip
+        "prompt_alias_context", "prompt_alias_sequences", "prompt_alias_idempotency_keys",
+        "prompt_alias_settings"}  # fmt: skip
+
+
+def test_times_a_writers_clock_put_in_the_future_come_back_at_the_upgrade(tmp_path):
+    """Before 0004 events took the writer's clock: an event a year ahead (and every later one
+    of its prompt, which never go back) returns to the upgrade's moment, in order."""
+    import time
+
+    path = tmp_path / "old.db"
+    shutil.copy(RELEASED["0003_write_context"], path)
+    if not _mlflow_knows_schema_of(path):
+        pytest.skip(f"{path.name} holds a newer MLflow's schema than MLflow {mlflow.__version__}")
+    ahead = int((time.time() + 365 * 24 * 3600) * 1000)
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE prompt_alias_events SET timestamp = :t + sequence WHERE sequence >= 3"),
+                     {"t": ahead})  # fmt: skip
+        conn.execute(sqlalchemy.text("UPDATE prompt_alias_sequences SET timestamp = :t"), {"t": ahead + 4})
+    engine.dispose()
+    before = int(time.time() * 1000)
+    client = PromptAliasClient(f"prompt-alias+sqlite:///{path}")
+    after = int(time.time() * 1000)
+    stamps = [e.timestamp for e in reversed(client.get_alias_history("qa_prompt"))]
+    assert stamps == sorted(stamps) and all(t <= after for t in stamps), stamps
+    assert before <= stamps[-1] <= after
+    check_journal(f"prompt-alias+sqlite:///{path}")

@@ -224,6 +224,17 @@ def _parity_scenario(client, register):
     return steps
 
 
+def _without_actors(result):
+    """A step's result without the events' actors: in-process the writer is this process's
+    user; through the server, stock's client names nobody (MLflow sends basic auth only with a
+    password), so its writes are journaled as an anonymous client (tested on its own)."""
+    if isinstance(result, dict):
+        return {k: _without_actors(v) for k, v in result.items() if k != "actor"}
+    if isinstance(result, (list, tuple)):
+        return type(result)(_without_actors(x) for x in result)
+    return result
+
+
 def test_http_client_matches_direct_client(server, sqlite_uri):
     url, _ = server
     direct = _parity_scenario(PromptAliasClient(sqlite_uri), lambda: _prompt(sqlite_uri, "par"))
@@ -232,7 +243,7 @@ def test_http_client_matches_direct_client(server, sqlite_uri):
     )
     assert [label for label, _ in over_http] == [label for label, _ in direct]
     for (label, expected), (_, actual) in zip(direct, over_http):
-        assert actual == expected, label
+        assert _without_actors(actual) == _without_actors(expected), label
 
 
 def test_stock_routes_and_ui_still_answer(server):

@@ -71,6 +71,7 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         mlflow.genai.register_prompt(name="qa_prompt", template="Answer: {{question}}")
         mlflow.genai.register_prompt(name="qa_prompt", template="Briefly: {{question}}",
                                      commit_message=EVIL_MESSAGE)  # fmt: skip
+        mlflow.genai.register_prompt(name="qa_prompt", template="In one word: {{question}}")
         mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=1)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", EVIL_ACTOR)  # sent as basic auth
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "pw")
@@ -78,16 +79,17 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
         mlflow.genai.set_prompt_alias(name="qa_prompt", alias="staging", version=1)
         monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
         monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+        mlflow.genai.set_prompt_alias(name="qa_prompt", alias="production", version=3)
 
         browser.get(url + "/prompt-alias/")
-        assert "production → v2" in browser.find_element(By.ID, "prompts").text
+        assert "production → v3" in browser.find_element(By.ID, "prompts").text
         browser.find_element(By.LINK_TEXT, "qa_prompt").click()
         assert browser.find_element(By.ID, "prompt-name").text == "qa_prompt"
 
         # The timeline: one lane per alias, production's segments v1 then v2.
         segments = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment")
         assert [(s.get_attribute("data-alias"), s.get_attribute("data-version")) for s in segments] == [
-            ("production", "1"), ("production", "2"), ("staging", "1")]  # fmt: skip
+            ("production", "1"), ("production", "2"), ("production", "3"), ("staging", "1")]  # fmt: skip
         # Its axis: three distinct times, as precise as the seconds-long span needs.
         ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, "#timeline text.tick")]
         assert len(set(ticks)) == 3 and ticks[0].endswith("Z") and "." in ticks[1], ticks
@@ -101,38 +103,57 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
 
         # What each alias serves now, and what each move changed.
         template = browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] pre.template')
-        assert template.text == "Briefly: {{question}}"
+        assert template.text == "In one word: {{question}}"
         move = browser.find_element(By.CSS_SELECTOR, '#events tr[data-sequence="2"] details.diff')
         assert move.find_element(By.TAG_NAME, "summary").text == "v1 → v2"
         diff = move.find_element(By.TAG_NAME, "pre").get_attribute("textContent").splitlines()
         assert "-Answer: {{question}}" in diff and "+Briefly: {{question}}" in diff
-        # Rollback is offered where it can succeed, naming the version it lands on: not for
+        # Rollback is offered where it can succeed, saying exactly what it does: not for
         # staging, whose only event created it.
         assert browser.find_elements(By.CSS_SELECTOR, 'tr[data-alias="staging"] button.rollback') == []
         row = 'tr[data-alias="production"] button.rollback'
-        assert browser.find_element(By.CSS_SELECTOR, row).text == "Roll back to v1"
+        assert browser.find_element(By.CSS_SELECTOR, row).text == "Return production to v2 (before the v3 release)"
         # Dismissing the confirmation changes nothing.
         browser.find_element(By.CSS_SELECTOR, row).click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
-        assert browser.switch_to.alert.text == "Move alias 'production' of 'qa_prompt' from v2 back to v1?"
+        assert browser.switch_to.alert.text == "Return production to v2 (before the v3 release) — prompt 'qa_prompt'?"
         browser.switch_to.alert.dismiss()
-        assert PromptAliasClient(sqlite_uri).list_aliases(alias="production")[0].version == 2
+        assert PromptAliasClient(sqlite_uri).list_aliases(alias="production")[0].version == 3
 
-        # Confirming rolls production back to version 1.
+        # Confirming rolls production back to version 2. The button's request carries its
+        # idempotency key: sent again (a double click, a retry), it changes nothing more.
+        key = browser.find_element(By.CSS_SELECTOR, row).get_attribute("data-key")
+        browser.find_element(By.CSS_SELECTOR, row).click()
+        WebDriverWait(browser, 10).until(ec.alert_is_present())
+        browser.switch_to.alert.accept()
+        _wait_for_version(browser, "production", 2)
+        again = browser.execute_async_script(
+            "var done = arguments[arguments.length - 1];"
+            "fetch('/api/2.0/mlflow/prompt-alias/rollback', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+            " body: JSON.stringify({name: 'qa_prompt', alias: 'production', idempotency_key: arguments[0]})})"
+            ".then(function (r) { return r.json(); }).then(done);", key)  # fmt: skip
+        assert (again["event"]["from_version"], again["event"]["to_version"]) == (3, 2)
+        assert PromptAliasClient(sqlite_uri).list_aliases(alias="production")[0].version == 2
+        # After the incident rollback the main button never offers the bad version again: it
+        # goes one step further back, and says so.
+        browser.refresh()
+        assert browser.find_element(By.CSS_SELECTOR, row).text == "Return production to v1 (before the v2 release)"
+        browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
         browser.find_element(By.CSS_SELECTOR, row).click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         browser.switch_to.alert.accept()
         _wait_for_version(browser, "production", 1)
-        browser.save_screenshot(str(tmp_path / "prompt-alias-page-after-rollback.png"))
+        assert browser.find_elements(By.CSS_SELECTOR, row) == []  # back to its first version
+        assert "nothing before it" in browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] .no-undo').text
 
         # A deleted alias can be restored from the page, on the version it held.
         mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="staging")
         browser.refresh()
         restore = browser.find_element(By.CSS_SELECTOR, '#deleted-aliases tr[data-alias="staging"] button.restore')
-        assert restore.text == "Restore on v1"
+        assert restore.text == "Restore staging on v1 (before it was deleted)"
         restore.click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
-        assert browser.switch_to.alert.text == "Restore alias 'staging' of 'qa_prompt' on v1?"
+        assert browser.switch_to.alert.text == "Restore staging on v1 (before it was deleted) — prompt 'qa_prompt'?"
         browser.switch_to.alert.accept()
         _wait_for_version(browser, "staging", 1)
 
@@ -151,8 +172,9 @@ def test_timeline_page_and_rollback(browser, sqlite_uri, tmp_path, monkeypatch):
     assert PromptAliasClient(sqlite_uri).list_aliases(alias="staging")[0].version == 1
     [production] = PromptAliasClient(sqlite_uri).list_aliases(alias="production")
     assert production.version == 1
-    latest = PromptAliasClient(sqlite_uri).get_alias_history("qa_prompt", alias="production")[0]
-    assert (latest.action, latest.from_version, latest.to_version) == ("rollback", 2, 1)
+    history = PromptAliasClient(sqlite_uri).get_alias_history("qa_prompt", alias="production")
+    assert [(e.action, e.from_version, e.to_version) for e in history[:2]] == [("rollback", 2, 1), ("rollback", 3, 2)]
+    assert history[2].action == "move"  # the repeated request wrote nothing
     if artifacts := os.environ.get("PROMPT_ALIAS_TEST_ARTIFACTS"):
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         for shot in ("prompt-alias-page.png", "mlflow-ui-prompt-page.png"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
@@ -56,6 +57,12 @@ def _resolve_store(tracking_uri: str | None):
     return store
 
 
+def _key(given: str | None) -> str:
+    """The idempotency key of one call: the caller's, or a new one (a retry of the request,
+    by MLflow's client or the CLI's, repeats it; a new call makes a new one)."""
+    return given if given is not None else uuid.uuid4().hex
+
+
 class PromptAliasClient:
     """Alias history and management beyond stock MLflow.
 
@@ -94,15 +101,20 @@ class PromptAliasClient:
         alias: str | None = None,
         max_results: int = 100,
         page_token: str | None = None,
+        include_deleted: bool = False,
     ) -> PagedList[AliasEvent]:
         """Every change of ``name``'s aliases (or of one alias), newest first.
 
         Args:
-            name: Prompt (or registered model) name. A deleted prompt's history stays readable;
-                a renamed model's history is under its new name.
+            name: Prompt (or registered model) name. A deleted prompt's history stays readable
+                until a prompt of that name is created again, which starts a history of its
+                own; a renamed model's history is under its new name.
             alias: Only this alias's events.
             max_results: Page size, 1 to 1000.
             page_token: The ``token`` of the previous page.
+            include_deleted: Also the histories of earlier, deleted prompts of this name, newest
+                first (``event.incarnation`` tells them apart); administrators only on a
+                server with authentication.
 
         Returns:
             ``PagedList[AliasEvent]``; ``.token`` is ``None`` on the last page.
@@ -120,8 +132,9 @@ class PromptAliasClient:
             ...         break
             ...     page = client.get_alias_history("qa_prompt", 50, page_token=page.token)
         """
+        if include_deleted:
+            return self._store.get_alias_history(name, alias, max_results, page_token, include_deleted=True)
         return self._store.get_alias_history(name, alias, max_results, page_token)
-
 
     def resolve_alias_at(self, name: str, alias: str, timestamp_ms: int) -> int | None:
         """The version ``alias`` pointed to at an instant, answered from the journal.
@@ -147,17 +160,22 @@ class PromptAliasClient:
         """
         return self._store.resolve_alias_at(name, alias, timestamp_ms)
 
-    def rollback_alias(self, name: str, alias: str) -> AliasEvent:
-        """Undo the alias's latest event: point it back to that event's ``from_version``.
+    def rollback_alias(self, name: str, alias: str, *, idempotency_key: str | None = None) -> AliasEvent:
+        """Undo the alias's latest change: point it back to that change's ``from_version``.
 
         After a move 1→3 the alias returns to 1; on a deleted alias it restores the version
-        it held; a second rollback undoes the first. Recorded as a ``rollback`` event.
+        it held. The journal is an undo stack: a second rollback goes one step further back
+        (3→2, then 2→1), never forward to a version a rollback removed. Recorded as a
+        ``rollback`` event.
+
+        Safe to retry: the call carries an idempotency key (made here unless given), so a
+        repeat after a lost answer returns this call's event and rolls back nothing more.
 
         Returns:
-            The ``rollback`` :class:`AliasEvent`.
+            The ``rollback`` :class:`AliasEvent` this call wrote.
 
         Raises:
-            MlflowException: ``INVALID_STATE`` (nothing changed) if the latest event created
+            MlflowException: ``INVALID_STATE`` (nothing changed) if the change to undo created
                 the alias or the version to return to has been deleted;
                 ``RESOURCE_DOES_NOT_EXIST`` for an unknown prompt or an alias with no history.
 
@@ -165,16 +183,23 @@ class PromptAliasClient:
             >>> client.rollback_alias("qa_prompt", "production").to_version
             1
         """
-        event = self._store.rollback_alias(name, alias)
+        event = self._store.rollback_alias(name, alias, idempotency_key=_key(idempotency_key))
         self._evict(name, alias)
         return event
 
     def set_alias_if(
-        self, name: str, alias: str, version: int | str, expected_version: int | str | None
+        self,
+        name: str,
+        alias: str,
+        version: int | str,
+        expected_version: int | str | None,
+        *,
+        idempotency_key: str | None = None,
     ) -> AliasEvent | None:
         """Compare-and-set: point ``alias`` at ``version`` only if it points at
         ``expected_version`` now (``None``: only if the alias does not exist yet). Among
-        racing callers with the same expectation exactly one wins.
+        racing callers with the same expectation exactly one wins. Safe to retry: a repeat of
+        its idempotency key (made here unless given) returns this call's answer.
 
         Returns:
             The ``set``/``move`` :class:`AliasEvent`, or ``None`` if the alias already
@@ -188,13 +213,14 @@ class PromptAliasClient:
         Example:
             >>> client.set_alias_if("qa_prompt", "production", version=3, expected_version=2)
         """
-        event = self._store.set_alias_if(name, alias, version, expected_version)
+        event = self._store.set_alias_if(name, alias, version, expected_version, idempotency_key=_key(idempotency_key))
         self._evict(name, alias)
         return event
 
-    def protect_alias(self, alias: str) -> ProtectedAlias:
+    def protect_alias(self, alias: str, *, idempotency_key: str | None = None) -> ProtectedAlias:
         """Protect an alias name in every prompt: it can be moved, but deleting it, the
-        version it points to, or its prompt is refused with ``INVALID_STATE``.
+        version it points to, or its prompt is refused with ``INVALID_STATE``. Safe to
+        retry (an idempotency key, made here unless given).
 
         Returns:
             The :class:`ProtectedAlias` (the existing one if it was already protected).
@@ -203,15 +229,16 @@ class PromptAliasClient:
             >>> client.protect_alias("production").alias
             'production'
         """
-        return self._store.protect_alias(alias)
+        return self._store.protect_alias(alias, idempotency_key=_key(idempotency_key))
 
-    def unprotect_alias(self, alias: str) -> None:
-        """Lift the protection of an alias name.
+    def unprotect_alias(self, alias: str, *, idempotency_key: str | None = None) -> None:
+        """Lift the protection of an alias name. Safe to retry (an idempotency key, made here
+        unless given).
 
         Raises:
             MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
         """
-        self._store.unprotect_alias(alias)
+        self._store.unprotect_alias(alias, idempotency_key=_key(idempotency_key))
 
     def list_protected_aliases(self) -> list[ProtectedAlias]:
         """The protected alias names, alphabetically, with who protected each and when."""
@@ -261,19 +288,15 @@ class PromptAliasClient:
             ...     for event in watch:
             ...         print(event.alias, event.action, event.to_version)
         """
-        from mlflow_prompt_alias_store._cursor import Cursor, InvalidCursor
-
         if name is not None:
             from mlflow.utils.validation import _validate_model_name
 
             _validate_model_name(name)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
             raise MlflowException(f"timeout must be a number of seconds, got {timeout!r}.", INVALID_PARAMETER_VALUE)
-        if since is not None:
-            try:
-                Cursor.decode(since)
-            except InvalidCursor as e:
-                raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
+        if since is not None and not isinstance(since, str):
+            raise MlflowException(f"Invalid watch cursor: {since!r}.", INVALID_PARAMETER_VALUE)
+        # (A cursor the store or server cannot open is refused by the watch's first round.)
         return self._watch(since, name, timeout)
 
     def _watch(self, since=None, name=None, timeout=None, on_connection=None) -> AliasWatch:
@@ -287,10 +310,10 @@ def get_alias_history(
     alias: str | None = None,
     max_results: int = 100,
     page_token: str | None = None,
+    include_deleted: bool = False,
 ) -> PagedList[AliasEvent]:
     """:meth:`PromptAliasClient.get_alias_history` on the current tracking URI."""
-    return PromptAliasClient().get_alias_history(name, alias, max_results, page_token)
-
+    return PromptAliasClient().get_alias_history(name, alias, max_results, page_token, include_deleted)
 
 
 def resolve_alias_at(name: str, alias: str, timestamp_ms: int) -> int | None:
@@ -298,26 +321,31 @@ def resolve_alias_at(name: str, alias: str, timestamp_ms: int) -> int | None:
     return PromptAliasClient().resolve_alias_at(name, alias, timestamp_ms)
 
 
-def rollback_alias(name: str, alias: str) -> AliasEvent:
+def rollback_alias(name: str, alias: str, *, idempotency_key: str | None = None) -> AliasEvent:
     """:meth:`PromptAliasClient.rollback_alias` on the current tracking URI."""
-    return PromptAliasClient().rollback_alias(name, alias)
+    return PromptAliasClient().rollback_alias(name, alias, idempotency_key=idempotency_key)
 
 
 def set_alias_if(
-    name: str, alias: str, version: int | str, expected_version: int | str | None
+    name: str,
+    alias: str,
+    version: int | str,
+    expected_version: int | str | None,
+    *,
+    idempotency_key: str | None = None,
 ) -> AliasEvent | None:
     """:meth:`PromptAliasClient.set_alias_if` on the current tracking URI."""
-    return PromptAliasClient().set_alias_if(name, alias, version, expected_version)
+    return PromptAliasClient().set_alias_if(name, alias, version, expected_version, idempotency_key=idempotency_key)
 
 
-def protect_alias(alias: str) -> ProtectedAlias:
+def protect_alias(alias: str, *, idempotency_key: str | None = None) -> ProtectedAlias:
     """:meth:`PromptAliasClient.protect_alias` on the current tracking URI."""
-    return PromptAliasClient().protect_alias(alias)
+    return PromptAliasClient().protect_alias(alias, idempotency_key=idempotency_key)
 
 
-def unprotect_alias(alias: str) -> None:
+def unprotect_alias(alias: str, *, idempotency_key: str | None = None) -> None:
     """:meth:`PromptAliasClient.unprotect_alias` on the current tracking URI."""
-    PromptAliasClient().unprotect_alias(alias)
+    PromptAliasClient().unprotect_alias(alias, idempotency_key=idempotency_key)
 
 
 def list_protected_aliases() -> list[ProtectedAlias]:

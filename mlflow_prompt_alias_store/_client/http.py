@@ -10,6 +10,7 @@ header or auth provider plugins), ``applies`` says no and the CLI uses MLflow's 
 
 from __future__ import annotations
 
+import base64
 import os
 from importlib.metadata import entry_points
 from typing import Any
@@ -68,6 +69,16 @@ def not_served(tracking_uri: str, endpoint: str, status: int, body: Any) -> str 
     )
 
 
+def name_only_auth(username: str | None, password: str | None, token: str | None = None) -> dict[str, str]:
+    """The header that names the user when only ``MLFLOW_TRACKING_USERNAME`` is set (HTTP
+    basic auth with an empty password): MLflow's client sends basic auth only with a password,
+    so the server would not learn who is writing. A server without authentication journals
+    the name; one with authentication refuses the empty password as it refuses no password."""
+    if not username or password or token:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:".encode()).decode()}
+
+
 class LightTransport:
     """``call(endpoint, method, params=/json=)`` → the JSON answer, or ``ServerError``."""
 
@@ -89,10 +100,13 @@ class LightTransport:
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
         if user and password:
             self._session.auth = (user, password)
-        elif token := os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        elif token:
             self._session.headers["Authorization"] = f"Bearer {token}"
+        else:
+            self._session.headers.update(name_only_auth(user, password))
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
             self._session.verify = False
         elif cert := os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._client.http import not_served
+from mlflow_prompt_alias_store._client.http import name_only_auth, not_served
 from mlflow_prompt_alias_store._entities import (
     AliasAssignment,
     AliasEvent,
@@ -30,12 +30,16 @@ class MlflowTransport:
 
         self.tracking_uri = tracking_uri
         self._host_creds = get_default_host_creds(tracking_uri)
+        self._headers = name_only_auth(self._host_creds.username, self._host_creds.password,
+                                       self._host_creds.token)  # fmt: skip
 
     def call(self, endpoint: str, method: str, **kwargs) -> dict[str, Any]:
         from mlflow.utils.rest_utils import http_request, verify_rest_response
 
         from mlflow_prompt_alias_store._errors import NotServedError
 
+        if self._headers:
+            kwargs["extra_headers"] = {**self._headers, **kwargs.get("extra_headers", {})}
         response = http_request(self._host_creds, endpoint, method, **kwargs)
         if response.status_code == 404:
             try:
@@ -67,6 +71,8 @@ class RestAliasBackend:
         return self._transport.call(endpoint, "GET", params=params)
 
     def _post(self, endpoint: str, **body) -> dict[str, Any]:
+        if body.get("idempotency_key", "") is None:
+            del body["idempotency_key"]
         return self._transport.call(endpoint, "POST", json=body)
 
     # Stock's alias endpoints (the CLI's `set` and `delete`): journaled like any write.
@@ -77,9 +83,9 @@ class RestAliasBackend:
     def delete_alias(self, name, alias):
         self._transport.call(routes.STOCK_ALIAS, "DELETE", json={"name": name, "alias": alias})
 
-    def get_alias_history(self, name, alias=None, max_results=100, page_token=None):
-        data = self._get(routes.HISTORY, name=name, alias=alias, max_results=max_results,
-                         page_token=page_token)  # fmt: skip
+    def get_alias_history(self, name, alias=None, max_results=100, page_token=None, include_deleted=False):
+        data = self._get(routes.HISTORY, name=name, alias=alias, max_results=max_results, page_token=page_token,
+                         include_deleted="true" if include_deleted else None)  # fmt: skip
         events = [AliasEvent.from_dict(e) for e in data.get("events", [])]
         return self._transport.page(events, data.get("next_page_token"))
 
@@ -88,19 +94,24 @@ class RestAliasBackend:
             "version"
         )
 
-    def rollback_alias(self, name, alias):
-        return AliasEvent.from_dict(self._post(routes.ROLLBACK, name=name, alias=alias)["event"])
+    # The writes that cannot be repeated carry the call's idempotency key: the transport's
+    # retries (after a 5xx or a lost connection) resend it, and the server answers a repeat
+    # from its record instead of writing again.
+    def rollback_alias(self, name, alias, idempotency_key=None):
+        data = self._post(routes.ROLLBACK, name=name, alias=alias, idempotency_key=idempotency_key)
+        return AliasEvent.from_dict(data["event"])
 
-    def set_alias_if(self, name, alias, version, expected_version):
+    def set_alias_if(self, name, alias, version, expected_version, idempotency_key=None):
         data = self._post(routes.SET_IF, name=name, alias=alias, version=version,
-                          expected_version=expected_version)  # fmt: skip
+                          expected_version=expected_version, idempotency_key=idempotency_key)  # fmt: skip
         return AliasEvent.from_dict(data["event"]) if data.get("event") else None
 
-    def protect_alias(self, alias):
-        return ProtectedAlias(**self._post(routes.PROTECT, alias=alias)["protected_alias"])
+    def protect_alias(self, alias, idempotency_key=None):
+        data = self._post(routes.PROTECT, alias=alias, idempotency_key=idempotency_key)
+        return ProtectedAlias(**data["protected_alias"])
 
-    def unprotect_alias(self, alias):
-        self._post(routes.UNPROTECT, alias=alias)
+    def unprotect_alias(self, alias, idempotency_key=None):
+        self._post(routes.UNPROTECT, alias=alias, idempotency_key=idempotency_key)
 
     def list_protected_aliases(self):
         return [ProtectedAlias(**p) for p in self._get(routes.PROTECTED).get("protected_aliases", [])]

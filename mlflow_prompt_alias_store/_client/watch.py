@@ -1,8 +1,9 @@
 """``watch_aliases``: the journal's events as they happen, from a store in-process or from a
 server's change feed, with reconnection.
 
-A watch holds a cursor (``_cursor.py``): after each event it has yielded, ``watch.cursor``
-is where a new watch (``since=watch.cursor``) picks up, with every later event exactly once.
+A watch holds a cursor (``_cursor.py``; a server's are sealed, opaque to the client): after
+each event it has yielded, ``watch.cursor`` is where a new watch (``since=watch.cursor``)
+picks up, with every later event exactly once.
 Losing the server or the database does not end a watch: it retries with backoff and catches
 up from its cursor; ``connected`` says how it stands. Errors a retry cannot clear (a bad
 cursor or name, a refused permission, a server without the app) are raised.
@@ -17,7 +18,6 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from mlflow_prompt_alias_store._cursor import Cursor
 from mlflow_prompt_alias_store._entities import AliasEvent
 
 _logger = logging.getLogger(__name__)
@@ -73,14 +73,23 @@ class StoreSource:
     def changes(self, since: str | None, name: str | None, wait: float):
         if self._waiter is None:
             # Listening starts before the first read, so nothing committed in between is missed.
-            self._waiter = self._store.alias_change_waiter()
+            # On PostgreSQL a LISTEN that cannot start is an error (retried with the watch's
+            # backoff), never a silent fall back to reading every few seconds.
+            self._waiter = self._store.alias_change_waiter(fallback=False)
         deadline = time.monotonic() + wait
-        while True:
-            events, cursor = self._read(since, name)
-            if events or since is None or time.monotonic() >= deadline:
-                return events, cursor
-            since = cursor
-            self._waiter.wait(deadline - time.monotonic())
+        try:
+            while True:
+                events, cursor = self._read(since, name)
+                if events or since is None or time.monotonic() >= deadline:
+                    return events, cursor
+                since = cursor
+                self._waiter.wait(deadline - time.monotonic())
+        except Exception:
+            # A lost connection (a restart, a terminated backend): the next round listens on a
+            # new one, and catches up from the cursor.
+            self.close()
+            self._waiter = None
+            raise
 
     def interrupt(self) -> None:
         if self._waiter is not None:
@@ -114,7 +123,7 @@ class RestSource:
                 self.confirmed_at = max(self.confirmed_at, time.time() if _connection_dropped(e) else sent)
             raise
         self.confirmed_at = time.time()
-        events = [(e["id"], AliasEvent.from_dict(e)) for e in data.get("events", [])]
+        events = [(e["cursor"], AliasEvent.from_dict(e)) for e in data.get("events", [])]
         poll_after = data.get("poll_after")
         self.poll_after = float(poll_after) if isinstance(poll_after, (int, float)) and poll_after > 0 else None
         return events, data["cursor"]
@@ -147,22 +156,21 @@ class AliasWatch(Iterator[AliasEvent]):
         self._name = name
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._on_connection = on_connection
+        # (the cursor right after the event, the event)
         self._buffer: collections.deque = collections.deque()
         self._batch_cursor: str | None = None
-        self._position: Cursor | None = None if since is None else Cursor.decode(since)
         self.cursor: str | None = since
         self.connected = False
         self._stopped = threading.Event()
-        if since is None:
-            # "From now on" is from this call: take the cursor now, not at the first next().
-            try:
-                _, self.cursor = self._source.changes(None, name, 0.0)
-                self._position = Cursor.decode(self.cursor)
-                self._set_connected(True)
-            except Exception as e:
-                if is_final(e):
-                    raise
-                _logger.info("Alias watch: %s; retrying", e)  # the first round retries
+        # A first round now: "from now on" is from this call, not from the first next(), and a
+        # cursor the server cannot open is an error here.
+        try:
+            self._take(*self._source.changes(since, name, 0.0))
+            self._set_connected(True)
+        except Exception as e:
+            if is_final(e):
+                raise
+            _logger.info("Alias watch: %s; retrying", e)  # the first round retries
 
     @property
     def confirmed_at(self) -> float | None:
@@ -203,13 +211,7 @@ class AliasWatch(Iterator[AliasEvent]):
                 delay = min(BACKOFF_MAX, delay * 2)
                 continue
             self._set_connected(True)
-            if self._position is None or self.cursor is None:
-                self._position = Cursor.decode(cursor)
-            if events:
-                self._buffer.extend(events)
-                self._batch_cursor = cursor
-            else:
-                self.cursor, self._position = cursor, Cursor.decode(cursor)
+            if not self._take(events, cursor):
                 # A server that could not wait (``poll_after``): ask again after that long.
                 pause = getattr(self._source, "poll_after", None)
                 if pause:
@@ -217,20 +219,25 @@ class AliasWatch(Iterator[AliasEvent]):
                     self._stopped.wait(pause if remaining is None else max(0.0, min(pause, remaining)))
             return
 
+    def _take(self, events, cursor: str) -> bool:
+        """A round's answer: its events to yield (``True``), or, with none, its cursor."""
+        if events:
+            self._buffer.extend(events)
+            self._batch_cursor = cursor
+            return True
+        self.cursor = cursor
+        return False
+
     def __next__(self) -> AliasEvent:
         while not self._buffer:
             remaining = self._remaining()
             if self._stopped.is_set() or (remaining is not None and remaining <= 0):
                 raise StopIteration
             self._round()
-        event_id, event = self._buffer.popleft()
-        if self._buffer:
-            # Past this event only: the events after it in the batch are still to come.
-            self._position.advance(event_id, int(time.time() * 1000))
-            self.cursor = self._position.encode()
-        else:
-            self.cursor = self._batch_cursor
-            self._position = Cursor.decode(self._batch_cursor)
+        after, event = self._buffer.popleft()
+        # Past this event only while the batch's later events are still to come; past the
+        # whole batch (its skipped events too) after its last.
+        self.cursor = after if self._buffer else self._batch_cursor
         return event
 
     def stop(self) -> None:

@@ -8,7 +8,8 @@ skip them, as they skip stock's). A validator here is stock's validator of the s
 endpoint whose permission ours needs:
 
 - history, point-in-time lookup, ``aliases?name=`` and a prompt's page: stock's
-  ``GetRegisteredModel`` (READ on that prompt);
+  ``GetRegisteredModel`` (READ on that prompt); the history of earlier, deleted prompts of
+  the name (``include_deleted``): administrators only;
 - rollback and compare-and-set: stock's ``SetRegisteredModelAlias`` (what setting that
   alias needs);
 - protect and unprotect: administrators only;
@@ -64,8 +65,13 @@ def _validators(auth) -> dict[tuple[str, str], Callable[[], bool]]:
         # Every prompt's aliases: allowed, cut to the readable ones by the handler.
         return can_read() if "name" in request.args else True
 
+    def can_read_history() -> bool:
+        # Earlier, deleted prompts of the name (include_deleted): administrators only, who
+        # skip validators; anyone else is refused, whatever they may read of the prompt now.
+        return request.args.get("include_deleted", "false").lower() == "false" and can_read()
+
     table = {
-        (routes.HISTORY, "GET"): can_read,
+        (routes.HISTORY, "GET"): can_read_history,
         (routes.RESOLVE_AT, "GET"): can_read,
         (routes.ALIASES, "GET"): can_read_named_or_list,
         (routes.ROLLBACK, "POST"): can_set_alias,

@@ -18,6 +18,7 @@ from mlflow_prompt_alias_store._compat import alias_webhook_entity
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
+from mlflow_prompt_alias_store._store.idempotency import noting_replays
 
 _logger = logging.getLogger(__name__)
 
@@ -113,6 +114,16 @@ def _deliver_alias_webhook(store, event: AliasEvent | None) -> None:
 # ---------------------------------------------------------------- REST handlers
 
 
+def _boolean(source: dict[str, Any], key: str) -> bool:
+    """A flag parameter: ``true`` or ``false`` (any case), absent meaning false."""
+    value = source.get(key)
+    if value is None or value is False or (isinstance(value, str) and value.lower() == "false"):
+        return False
+    if value is True or (isinstance(value, str) and value.lower() == "true"):
+        return True
+    raise _invalid(f"Invalid value {value!r} for parameter '{key}': expected true or false.")
+
+
 @catch_mlflow_exception
 def get_history() -> Response:
     args = request.args
@@ -122,6 +133,7 @@ def get_history() -> Response:
         alias=_string(args, "alias", required=False),
         max_results=100 if max_results is None else max_results,
         page_token=_string(args, "page_token", required=False),
+        include_deleted=_boolean(args, "include_deleted"),
     )
     return jsonify({"events": [e.to_dict() for e in page], "next_page_token": page.token})
 
@@ -139,8 +151,12 @@ def get_resolve_at() -> Response:
 def post_rollback() -> Response:
     body = _body()
     store = _store()
-    event = store.rollback_alias(_string(body, "name"), _string(body, "alias"))
-    _fire_alias_webhook(store, event)
+    with noting_replays() as replayed:
+        event = store.rollback_alias(
+            _string(body, "name"), _string(body, "alias"), idempotency_key=_string(body, "idempotency_key", False)
+        )
+    if not replayed:  # a repeat of the key changed nothing: no webhook again
+        _fire_alias_webhook(store, event)
     return jsonify({"event": _event_json(event)})
 
 
@@ -153,13 +169,16 @@ def post_set_if() -> Response:
             "not exist yet)."
         )
     store = _store()
-    event = store.set_alias_if(
-        _string(body, "name"),
-        _string(body, "alias"),
-        _version(body, "version"),
-        _version(body, "expected_version", nullable=True),
-    )
-    _fire_alias_webhook(store, event)
+    with noting_replays() as replayed:
+        event = store.set_alias_if(
+            _string(body, "name"),
+            _string(body, "alias"),
+            _version(body, "version"),
+            _version(body, "expected_version", nullable=True),
+            idempotency_key=_string(body, "idempotency_key", False),
+        )
+    if not replayed:
+        _fire_alias_webhook(store, event)
     return jsonify({"event": _event_json(event)})
 
 
@@ -176,13 +195,15 @@ def get_aliases() -> Response:
 
 @catch_mlflow_exception
 def post_protect() -> Response:
-    protected = _store().protect_alias(_string(_body(), "alias"))
+    body = _body()
+    protected = _store().protect_alias(_string(body, "alias"), idempotency_key=_string(body, "idempotency_key", False))
     return jsonify({"protected_alias": protected.to_dict()})
 
 
 @catch_mlflow_exception
 def post_unprotect() -> Response:
-    _store().unprotect_alias(_string(_body(), "alias"))
+    body = _body()
+    _store().unprotect_alias(_string(body, "alias"), idempotency_key=_string(body, "idempotency_key", False))
     return jsonify({})
 
 

@@ -2,9 +2,13 @@
 
 A long poll. It answers as soon as there are events after the cursor (``since``; none: from
 now on), else after ``wait`` seconds (at most ``MAX_WAIT``) with none; each answer carries
-the cursor to ask with next::
+the cursor to ask with next, and each event the cursor right after it::
 
-    {"events": [{"id": 17, "name": …, "alias": …, "action": …, …}], "cursor": "…"}
+    {"events": [{"name": …, "alias": …, "action": …, …, "cursor": "…"}], "cursor": "…"}
+
+Cursors are sealed (encrypted and authenticated with a key the database keeps for every
+replica): a cursor holds the journal's ids, and they would tell a reader how much happens on
+prompts it may not read.
 
 Under uvicorn (MLflow 3.3+) a waiting request holds no worker thread: it is a coroutine
 waiting on its process's ``ChangeFeed``, one thread per server process that watches the
@@ -34,7 +38,7 @@ from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
 
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server import access
-from mlflow_prompt_alias_store._server.context import registry_store
+from mlflow_prompt_alias_store._server.context import cursor_seal, registry_store
 
 _logger = logging.getLogger(__name__)
 
@@ -63,15 +67,19 @@ def _wait_seconds() -> float:
 
 
 def _round(since: str | None) -> tuple[list[dict], str]:
-    """One read for the request being served, from ``since``: its events (those the user may
-    read) and the cursor after them."""
+    """One read for the request being served, from the sealed cursor ``since``: its events
+    (those the user may read), each with the sealed cursor right after it, and the sealed
+    cursor after them all."""
     name = request.args.get("name")
     if name == "":
         raise MlflowException("Invalid value '' for parameter 'name'.", INVALID_PARAMETER_VALUE)
-    changes, cursor = registry_store().read_alias_changes(since, name)
-    readable = access.current().readable({event.name for _, event in changes})
-    events = [dict(event.to_dict(), id=event_id) for event_id, event in changes if event.name in readable]
-    return events, cursor
+    store = registry_store()
+    seal = cursor_seal(store)
+    changes, cursor = store.read_alias_changes(
+        seal.open(since) if since is not None else None, name, keep=access.current().readable
+    )
+    events = [dict(event.to_dict(), cursor=seal.close(after)) for after, event in changes]
+    return events, seal.close(cursor)
 
 
 # Where the feed is served by MLflow's Flask handler (gunicorn, waitress, MLflow 3.1–3.2), a

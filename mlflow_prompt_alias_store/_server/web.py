@@ -14,7 +14,8 @@ import functools
 import itertools
 import json
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
@@ -152,24 +153,50 @@ def _diff(before: str, after: str) -> list[tuple[str, str]]:
 
 @dataclass
 class _AliasState:
-    """One alias of the prompt, from its latest event: where it points (``None``: deleted),
-    and the version a rollback would move it to (``None``: a rollback cannot succeed, as the
-    event created it or its version is gone)."""
+    """One alias of the prompt: where it points (``None``: deleted), when it last changed, and
+    what its rollback button does — the version a rollback returns it to (``None``: no button,
+    as the change to undo created it or nothing is left to undo) and the button's words."""
 
     alias: str
     version: int | None
-    undo_to: int | None
     changed: int
+    undo_to: int | None = None
+    undo_label: str = ""
+    # Why there is no button, where there is none.
+    no_undo: str = ""
+    # The buttons' idempotency keys (rollback, protect or unprotect): a second click (or a
+    # retried request) changes nothing.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    protect_key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
-def _alias_states(history, existing: set[int]) -> dict[str, _AliasState]:
+def _undo_label(alias: str, target: int, undone) -> str:
+    """What the rollback button says: exactly what it will do."""
+    if undone.to_version is None:
+        return f"Restore {alias} on v{target} (before it was deleted)"
+    return f"Return {alias} to v{target} (before the v{undone.to_version} release)"
+
+
+def _alias_states(store, name: str, history, existing: set[int]) -> dict[str, _AliasState]:
+    """Every alias of the prompt's journal, from its latest event, with its rollback as the
+    store would do it (the undo stack: never forward to a version a rollback removed)."""
     latest = {}
     for event in history:  # oldest first: the last one per alias wins
         latest[event.alias] = event
-    return {
-        alias: _AliasState(alias, e.to_version, e.from_version if e.from_version in existing else None, e.timestamp)
-        for alias, e in sorted(latest.items())
-    }
+    states = {}
+    for alias, event in sorted(latest.items()):
+        state = _AliasState(alias, event.to_version, event.timestamp)
+        target, undone = store.rollback_target(name, alias)
+        if undone is None:
+            state.no_undo = "nothing left to undo"
+        elif target is None:
+            state.no_undo = "its first version: nothing before it"
+        elif target not in existing:
+            state.no_undo = f"v{target} is gone"
+        else:
+            state.undo_to, state.undo_label = target, _undo_label(alias, target, undone)
+        states[alias] = state
+    return states
 
 
 def _page_number(pages: int) -> int:
@@ -271,7 +298,7 @@ def prompt() -> Response:
     protected = {p.alias for p in store.list_protected_aliases()}
     viewer = access.current()
     templates = {v.version: _template_text(v) for v in versions}
-    states = _alias_states(history, set(templates))
+    states = _alias_states(store, name, history, set(templates))
     only = request.args.get("alias", "")
     listed = [e for e in reversed(history) if not only or e.alias == only]
     pages = _page_count(len(listed), EVENTS_PER_PAGE)

@@ -14,6 +14,7 @@ from mlflow.protos.databricks_pb2 import (
     RESOURCE_DOES_NOT_EXIST,
 )
 from mlflow.entities.model_registry.model_version_stages import STAGE_DELETED_INTERNAL
+from mlflow.store.db.db_types import SQLITE
 from mlflow.store.model_registry.dbmodels.models import (
     SqlModelVersion,
     SqlRegisteredModel,
@@ -34,8 +35,17 @@ from mlflow_prompt_alias_store._compat import (
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._errors import AliasStateError, require_in_range
 from mlflow_prompt_alias_store._store import triggers
-from mlflow_prompt_alias_store._store.journal import Journal
-from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
+from mlflow_prompt_alias_store._store.idempotency import check_key, fingerprint
+from mlflow_prompt_alias_store._store.journal import EVENT_COLUMNS, Journal, in_current_incarnation, to_entity
+from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent, SqlAliasSequence
+
+
+def _event_json(event: AliasEvent | None):
+    return event.to_dict() if event is not None else None
+
+
+def _event_from_json(data) -> AliasEvent | None:
+    return AliasEvent.from_dict(data) if data is not None else None
 
 
 _ALIASES = SqlRegisteredModelAlias.__table__
@@ -186,7 +196,7 @@ class AliasWritesMixin:
             connection = session.connection()
             params = {"name": name, "alias": alias, "workspace": active_workspace(self)}
             if not journal.opening_writes:
-                params["prompt_alias_context"] = journal.context_value()
+                params.update(journal.context_params())
                 deleted, model_exists = connection.execute(_PG_DELETE_ALIAS, params).one()
                 if not deleted and not model_exists:
                     self._require_model(session, name)
@@ -210,10 +220,18 @@ class AliasWritesMixin:
     # ------------------------------------------------------------------ beyond stock
 
     def set_alias_if(
-        self, name: str, alias: str, version: int | str, expected_version: int | str | None
+        self,
+        name: str,
+        alias: str,
+        version: int | str,
+        expected_version: int | str | None,
+        idempotency_key: str | None = None,
     ) -> AliasEvent | None:
         """Compare-and-set: point ``alias`` at ``version`` only if it now points at
         ``expected_version`` (``None``: only if the alias does not exist yet).
+
+        ``idempotency_key``: the client's key for this call; a repeat of it returns this call's
+        answer and changes nothing (a retry after a lost answer).
 
         Returns:
             The journaled event, or ``None`` if the alias already pointed at ``version``.
@@ -230,8 +248,10 @@ class AliasWritesMixin:
                 "expected_version (a version number, or None)",
                 validate_model_version(expected_version), 1, MAX_INTEGER,
             )  # fmt: skip
+        key = check_key(idempotency_key)
+        request = fingerprint("set_if", name, alias, version, expected_version)
 
-        def write(session, journal: Journal) -> AliasEvent | None:
+        def compare_and_set(session, journal: Journal) -> AliasEvent | None:
             target = self._lookup_version(session, name, version, given).version
             actual = self._locked_alias(session, name, alias)
             if actual != expected_version:
@@ -245,46 +265,102 @@ class AliasWritesMixin:
                     "Nothing was changed.",
                     ABORTED,
                 )
-            return journal.latest() if self._point_alias(session, journal, alias, target) else None
+            if not self._point_alias(session, journal, alias, target):
+                return None
+            return journal.written(alias, actual, target)
 
-        return self._alias_write(name, write)
+        return self._alias_write(name, lambda session, journal: self._once(
+            session, key, "set_if", request, lambda: compare_and_set(session, journal),
+            _event_json, _event_from_json))  # fmt: skip
 
-    def rollback_alias(self, name: str, alias: str) -> AliasEvent:
-        """Undo the alias's latest event: point it back at that event's ``from_version``,
-        journaled as ``rollback`` (a second rollback undoes the first).
+    def _lock_journal(self, session, name: str) -> None:
+        """Hold ``name``'s journal still: its counter row's lock (PostgreSQL, MySQL), which
+        every writer's triggers take to append, stock writers' included; after it, the
+        latest events are the latest until this transaction ends. (SQLite's immediate
+        transaction already keeps every other writer out.) Taken after the alias row's lock,
+        in the order the triggers of a stock writer take them."""
+        if self.db_type != SQLITE:
+            session.execute(
+                select(SqlAliasSequence.sequence).where(SqlAliasSequence.name == name).with_for_update()
+            ).first()
+
+    def _undone_by_rollback(self, session, name: str, alias: str) -> AliasEvent | None:
+        """The event the next rollback of ``alias`` undoes: the journal is an undo stack, each
+        ``rollback`` event having undone the latest event not undone before it. So reading
+        back from the newest, every rollback cancels one earlier event, and the first event
+        left standing is the one to undo (``None``: nothing left). A rollback never re-applies
+        a version an earlier rollback removed."""
+        rows = (
+            session.query(*EVENT_COLUMNS)
+            .filter(in_current_incarnation(name), SqlAliasEvent.alias == alias)
+            .order_by(SqlAliasEvent.sequence.desc())
+            .yield_per(64)
+        )
+        cancelled = 0
+        for row in rows:
+            if row.action == "rollback":
+                cancelled += 1
+            elif cancelled:
+                cancelled -= 1
+            else:
+                return to_entity(row)
+        return None
+
+    def rollback_target(self, name: str, alias: str) -> tuple[int | None, AliasEvent | None]:
+        """What the next rollback of ``alias`` would do: (the version it returns the alias to,
+        the event it undoes). ``(None, event)`` when that event created the alias; ``(None,
+        None)`` when there is nothing to undo. A read, for pages that label their buttons."""
+        _validate_model_name(name)
+        validate_alias_name(alias)
+        with self.ManagedSessionMaker() as session:
+            undone = self._undone_by_rollback(session, name, alias)
+        return (undone.from_version if undone is not None else None), undone
+
+    def rollback_alias(self, name: str, alias: str, idempotency_key: str | None = None) -> AliasEvent:
+        """Undo the alias's latest change not undone yet: point it back at that event's
+        ``from_version``, journaled as ``rollback``. The journal is an undo stack: a second
+        rollback goes one step further back (v3→v2, then v2→v1), never forward again.
+
+        The alias row is locked, then the prompt's journal, then its events are read, in one
+        transaction: every rollback event undoes exactly the event before it, whoever else
+        writes meanwhile (stock writers included), and the event returned is the one this call
+        wrote. ``idempotency_key``: a repeat of it returns this call's event and rolls back
+        nothing more.
 
         Raises:
-            MlflowException: ``INVALID_STATE`` (nothing changed) when the latest event created
+            MlflowException: ``INVALID_STATE`` (nothing changed) when the event to undo created
                 the alias or its target version has since been deleted;
                 ``RESOURCE_DOES_NOT_EXIST`` for an unknown prompt or an alias with no history.
         """
         _validate_model_name(name)
         validate_alias_name(alias)
         validate_alias_name_reserved(alias)  # 'latest', 'v1': refused as set-if and stock refuse them
+        key = check_key(idempotency_key)
+        request = fingerprint("rollback", name, alias)
 
-        def write(session, journal: Journal) -> AliasEvent:
+        def rollback(session, journal: Journal) -> AliasEvent:
             self._get_registered_model(session, name)
-            latest = (
-                session
-                .query(SqlAliasEvent)
-                .filter(SqlAliasEvent.name == name, SqlAliasEvent.alias == alias)
-                .order_by(SqlAliasEvent.sequence.desc())
-                .first()
-            )
-            if latest is None:
-                raise MlflowException(
-                    f"Alias '{alias}' of '{name}' has no history to roll back.",
-                    RESOURCE_DOES_NOT_EXIST,
+            current = self._locked_alias(session, name, alias)
+            self._lock_journal(session, name)
+            undone = self._undone_by_rollback(session, name, alias)
+            if undone is None:
+                if journal.latest(alias) is None:
+                    raise MlflowException(
+                        f"Alias '{alias}' of '{name}' has no history to roll back.",
+                        RESOURCE_DOES_NOT_EXIST,
+                    )
+                raise AliasStateError(
+                    f"Nothing to roll back: every change of alias '{alias}' of '{name}' back to "
+                    "its creation has been rolled back already."
                 )
-            target = latest.from_version
+            target = undone.from_version
             if target is None:
                 raise AliasStateError(
-                    f"Nothing to roll back to: the latest event of alias '{alias}' of "
-                    f"'{name}' (#{latest.sequence}, {latest.action}) created it."
+                    f"Nothing to roll back to: the change to undo of alias '{alias}' of "
+                    f"'{name}' (#{undone.sequence}, {undone.action}) created it."
                 )
             try:
                 self._point_alias(session, journal, alias, target)
-                return journal.latest()
             except MlflowException as e:
                 if e.error_code != "RESOURCE_DOES_NOT_EXIST":
                     raise
@@ -292,8 +368,11 @@ class AliasWritesMixin:
                     f"Cannot roll back alias '{alias}' of '{name}' to version {target}: that "
                     "version has since been deleted."
                 ) from e
+            return journal.written(alias, current, target)
 
-        return self._alias_write(name, write, action="rollback")
+        return self._alias_write(name, lambda session, journal: self._once(
+            session, key, "rollback", request, lambda: rollback(session, journal),
+            _event_json, _event_from_json), action="rollback")  # fmt: skip
 
     def delete_model_version(self, name, version):
         """Delete a version as stock MLflow does; the aliases it held go with it, journaled as

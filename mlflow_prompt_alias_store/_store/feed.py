@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import select
 import threading
+from typing import Callable
 
 from sqlalchemy import func
 
@@ -19,7 +21,8 @@ from mlflow.utils.validation import _validate_model_name
 from mlflow_prompt_alias_store._cursor import START_WINDOW, Cursor, InvalidCursor
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._store.journal import to_entity
-from mlflow_prompt_alias_store._store.models import SqlAliasEvent
+from mlflow_prompt_alias_store._compat import write_session
+from mlflow_prompt_alias_store._store.models import SqlAliasEvent, SqlSetting
 from mlflow_prompt_alias_store._store.triggers import NOTIFY_CHANNEL
 
 _logger = logging.getLogger(__name__)
@@ -41,8 +44,28 @@ def parse_cursor(token: str | None) -> Cursor | None:
         raise MlflowException(str(e), INVALID_PARAMETER_VALUE) from None
 
 
+# The settings row of the key that seals the server's feed cursors (hex of 32 random bytes).
+CURSOR_KEY_SETTING = "feed_cursor_key"
+
+
 class FeedMixin:
-    """``read_alias_changes`` and ``alias_change_waiter``."""
+    """``read_alias_changes``, ``alias_change_waiter`` and ``feed_cursor_key``."""
+
+    def feed_cursor_key(self) -> bytes:
+        """The database's key for sealing the change feed's cursors, shared by every server
+        replica on it (made by the upgrade that created the settings table; made here if
+        gone)."""
+        with self.ManagedSessionMaker() as session:
+            row = session.get(SqlSetting, CURSOR_KEY_SETTING)
+            if row is not None:
+                return bytes.fromhex(row.value)
+        try:
+            with write_session(self) as session:
+                session.add(SqlSetting(name=CURSOR_KEY_SETTING, value=secrets.token_hex(32)))
+        except MlflowException:
+            pass  # another replica made it first
+        with self.ManagedSessionMaker() as session:
+            return bytes.fromhex(session.get(SqlSetting, CURSOR_KEY_SETTING).value)
 
     def _start_cursor(self, session) -> Cursor:
         """A cursor at the newest event, with the missing ids just below it still wanted
@@ -56,12 +79,19 @@ class FeedMixin:
         return cursor
 
     def read_alias_changes(
-        self, since: str | None = None, name: str | None = None, limit: int = BATCH
-    ) -> tuple[list[tuple[int, AliasEvent]], str]:
+        self,
+        since: str | None = None,
+        name: str | None = None,
+        limit: int = BATCH,
+        keep: Callable[[set[str]], set[str]] | None = None,
+    ) -> tuple[list[tuple[str, AliasEvent]], str]:
         """The journal's events after the cursor ``since`` (``None``: from now on), in the
-        order a watcher gets them, with their ids, and the cursor after them.
+        order a watcher gets them, each with the cursor right after it, and the cursor after
+        them all.
 
-        Only ``name``'s events if given; the cursor moves past the others all the same.
+        Only ``name``'s events if given, and only those of the prompts ``keep`` keeps of the
+        names it is given (the ones the reader may read); the cursor moves past the others all
+        the same.
 
         Raises:
             MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad cursor or name.
@@ -78,19 +108,26 @@ class FeedMixin:
             if cursor.gaps:
                 wanted = wanted | SqlAliasEvent.id.in_(sorted(cursor.gaps))
             rows = session.query(SqlAliasEvent).filter(wanted).order_by(SqlAliasEvent.id).limit(limit).all()
+            kept = {row.name for row in rows if name is None or row.name == name}
+            if keep is not None and kept:
+                kept = keep(kept)
             events = []
             for row in rows:
                 cursor.advance(row.id, now)
-                if name is None or row.name == name:
-                    events.append((row.id, to_entity(row)))
+                if row.name in kept:
+                    events.append((cursor.encode(), to_entity(row)))
         return events, cursor.encode()
 
-    def alias_change_waiter(self) -> ChangeWaiter:
-        """Something to wait on for the next journal change (close it when done)."""
+    def alias_change_waiter(self, fallback: bool = True) -> ChangeWaiter:
+        """Something to wait on for the next journal change (close it when done). On
+        PostgreSQL a ``LISTEN``; if that cannot start, reads every ``POLL_SECONDS`` instead, or
+        with ``fallback=False`` the error (for a caller that retries)."""
         if self.db_type == "postgresql":
             try:
                 return PostgresListener(self.engine)
             except Exception:
+                if not fallback:
+                    raise
                 _logger.warning("LISTEN failed; watching the journal by polling", exc_info=True)
         return ChangeWaiter()
 

@@ -24,21 +24,29 @@ from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._compat import validate_alias_name
 from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
 from mlflow_prompt_alias_store._errors import require_in_range
-from mlflow_prompt_alias_store._store.journal import EVENT_COLUMNS, to_entity
+from mlflow_prompt_alias_store._store.journal import EVENT_COLUMNS, in_current_incarnation, to_entity
 from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
 
 HISTORY_MAX_RESULTS_LIMIT = 1000
 
 
-def _encode_page_token(before_sequence: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"before": before_sequence}).encode()).decode()
+def _encode_page_token(before_sequence: int, incarnation: int | None = None) -> str:
+    """Where the next page starts: before ``before_sequence`` (of ``incarnation``, when the
+    pages go through every incarnation)."""
+    data = {"before": before_sequence} if incarnation is None else {"before": before_sequence, "incarnation": incarnation}
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
 
 
-def _decode_page_token(token: str) -> int:
+def _is_number(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= MAX_INTEGER
+
+
+def _decode_page_token(token: str) -> tuple[int, int | None]:
     try:
-        value = json.loads(base64.urlsafe_b64decode(token.encode()))["before"]
-        if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_INTEGER:
-            return value
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        before, incarnation = data["before"], data.get("incarnation")
+        if _is_number(before, 1) and (incarnation is None or _is_number(incarnation, 0)):
+            return before, incarnation
     except Exception:
         pass
     raise MlflowException(f"Invalid page token: {token!r}.", INVALID_PARAMETER_VALUE)
@@ -84,7 +92,7 @@ class JournalReadsMixin:
                 session
                 .query(SqlAliasEvent.to_version)
                 .filter(
-                    SqlAliasEvent.name == name,
+                    in_current_incarnation(name),
                     SqlAliasEvent.alias == alias,
                     SqlAliasEvent.timestamp <= timestamp_ms,
                 )
@@ -166,14 +174,18 @@ class JournalReadsMixin:
         alias: str | None = None,
         max_results: int = 100,
         page_token: str | None = None,
+        include_deleted: bool = False,
     ) -> PagedList[AliasEvent]:
         """The journal of ``name``'s aliases (or of one alias), newest first, a page at a time.
 
         Args:
-            name: Prompt (registered model) name; a deleted prompt's history stays readable.
+            name: Prompt (registered model) name; a deleted prompt's history stays readable
+                until a prompt of that name is created again, which starts a history of its own.
             alias: Only this alias's events, if given.
             max_results: Page size, 1 to 1000.
             page_token: ``token`` of the previous page, to continue from there.
+            include_deleted: Also the histories of earlier prompts of this name (deleted,
+                then the name taken again), newest incarnation first.
 
         Returns:
             A ``PagedList`` of :class:`AliasEvent`; its ``token`` is ``None`` on the last page.
@@ -195,16 +207,35 @@ class JournalReadsMixin:
                 f"got {max_results!r}.",
                 INVALID_PARAMETER_VALUE,
             )
-        before = _decode_page_token(page_token) if page_token else None
+        if not isinstance(include_deleted, bool):
+            raise MlflowException(f"include_deleted must be true or false, got {include_deleted!r}.",
+                                  INVALID_PARAMETER_VALUE)  # fmt: skip
+        before, before_incarnation = _decode_page_token(page_token) if page_token else (None, None)
+        if (before_incarnation is not None) != (before is not None and include_deleted):
+            raise MlflowException(f"Invalid page token: {page_token!r}.", INVALID_PARAMETER_VALUE)
         with self.ManagedSessionMaker() as session:
-            query = session.query(*EVENT_COLUMNS).filter(SqlAliasEvent.name == name)
+            query = session.query(*EVENT_COLUMNS)
+            if include_deleted:
+                query = query.filter(SqlAliasEvent.name == name)
+                if before is not None:
+                    query = query.filter(
+                        (SqlAliasEvent.incarnation < before_incarnation)
+                        | ((SqlAliasEvent.incarnation == before_incarnation) & (SqlAliasEvent.sequence < before))
+                    )
+                order = (SqlAliasEvent.incarnation.desc(), SqlAliasEvent.sequence.desc())
+            else:
+                query = query.filter(in_current_incarnation(name))
+                if before is not None:
+                    query = query.filter(SqlAliasEvent.sequence < before)
+                order = (SqlAliasEvent.sequence.desc(),)
             if alias is not None:
                 query = query.filter(SqlAliasEvent.alias == alias)
-            if before is not None:
-                query = query.filter(SqlAliasEvent.sequence < before)
-            rows = query.order_by(SqlAliasEvent.sequence.desc()).limit(max_results + 1).all()
+            rows = query.order_by(*order).limit(max_results + 1).all()
             if not rows and before is None:
                 self._require_known_name(session, name)
             events = [to_entity(row) for row in rows[:max_results]]
-        token = _encode_page_token(events[-1].sequence) if len(rows) > max_results else None
+        token = None
+        if len(rows) > max_results:
+            last = events[-1]
+            token = _encode_page_token(last.sequence, last.incarnation if include_deleted else None)
         return PagedList(events, token)

@@ -7,10 +7,9 @@ import getpass
 import os
 import sys
 
+from sqlalchemy import literal_column, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm.exc import StaleDataError
-
-from mlflow.utils.time import get_current_time_millis
 
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._store import triggers
@@ -54,10 +53,17 @@ def is_transient(exc: BaseException | None) -> bool:
 ACTOR_MAX_LENGTH = SqlAliasEvent.actor.type.length
 
 
+# The actor of a request that names nobody (no authentication, no basic-auth name), followed
+# by the client's address: never the server's own user, who did not make the change.
+ANONYMOUS = "anonymous"
+
+
 def current_actor() -> str | None:
-    """The authenticated user of the request being served (``--app-name prompt-alias-auth``),
-    else the HTTP basic-auth name it carries, else
-    ``MLFLOW_TRACKING_USERNAME``, else the OS user; at most ``ACTOR_MAX_LENGTH`` characters."""
+    """Who is writing, at most ``ACTOR_MAX_LENGTH`` characters.
+
+    Serving a request: the user MLflow authenticated (``--app-name prompt-alias-auth``), else
+    the HTTP basic-auth name the request carries, else ``anonymous (<client address>)``. In a
+    process of its own: ``MLFLOW_TRACKING_USERNAME``, else the OS user."""
     actor = _actor()
     return actor[:ACTOR_MAX_LENGTH] if actor is not None else None
 
@@ -74,6 +80,7 @@ def _actor() -> str | None:
             auth = request.authorization
             if auth is not None and auth.username:
                 return auth.username
+            return f"{ANONYMOUS} ({request.remote_addr or 'unknown address'})"
     if username := os.environ.get("MLFLOW_TRACKING_USERNAME"):
         return username
     try:
@@ -93,6 +100,8 @@ EVENT_COLUMNS = (
     SqlAliasEvent.actor,
     SqlAliasEvent.timestamp,
     SqlAliasEvent.sequence,
+    SqlAliasEvent.incarnation,
+    SqlAliasEvent.db_role,
 )
 
 
@@ -106,23 +115,40 @@ def to_entity(row: SqlAliasEvent) -> AliasEvent:
         actor=row.actor,
         timestamp=row.timestamp,
         sequence=row.sequence,
+        incarnation=row.incarnation,
+        db_role=row.db_role,
     )
+
+
+def current_incarnation(name):
+    """The current incarnation of prompt ``name`` (a column or a bound value), as a scalar
+    subquery: its counter row's (``NULL`` for a name with no journal)."""
+    return (
+        select(SqlAliasSequence.incarnation)
+        .where(SqlAliasSequence.name == name)
+        .scalar_subquery()
+    )
+
+
+def in_current_incarnation(name):
+    """The condition on ``SqlAliasEvent``: events of ``name``'s current incarnation."""
+    return (SqlAliasEvent.name == name) & (SqlAliasEvent.incarnation == current_incarnation(name))
 
 
 class Journal:
     """One prompt's journal, inside one write transaction of this store.
 
     The database's triggers append the event of every alias-row change; this object carries
-    what they record of a write through this store (``actor``, ``timestamp``: this process's
-    clock, the same for every event of the transaction), reads back what they appended, and
-    appends the one kind of event no alias-row change makes (``baseline``).
+    what they record of a write through this store (``actor``, and ``action`` for the events
+    of sets and moves; their time is the database's, taken when the context opens, the same
+    for every event of the transaction), reads back what they appended, and appends the one
+    kind of event no alias-row change makes (``baseline``).
     """
 
     def __init__(self, session, name: str, dialect: str, action: str | None = None):
         self._session = session
         self.name = name
         self.actor = current_actor()
-        self.timestamp = get_current_time_millis()
         self._dialect = dialect
         self._action = action
         self._close = None
@@ -138,17 +164,15 @@ class Journal:
         """Tell the triggers who is writing, before the first alias-row change (once)."""
         if self._opened:
             return
-        statement, params, self._close = triggers.context_statements(
-            self._dialect, self.actor, self._action, self.timestamp
-        )
+        statement, params, self._close = triggers.context_statements(self._dialect, self.actor, self._action)
         self._session.execute(statement, params)
         self._opened = True
 
-    def context_value(self) -> str:
-        """PostgreSQL: the write context, for a statement built once that sets it itself
-        (``triggers.PG_CONTEXT_CONDITION``, parameter ``prompt_alias_context``)."""
+    def context_params(self) -> dict:
+        """PostgreSQL: the parameters of a statement built once that sets the write context
+        itself (``triggers.PG_CONTEXT_CONDITION``)."""
         self._opened = True
-        return triggers.pg_context_value(self.actor, self._action, self.timestamp)
+        return {"prompt_alias_actor": self.actor, "prompt_alias_action": self._action}
 
     def close(self) -> None:
         """Before commit: remove the context row, after the triggers have run."""
@@ -157,38 +181,58 @@ class Journal:
             self._session.execute(self._close)
             self._close = None
 
-    def latest(self) -> AliasEvent:
-        """The prompt's newest event (the one the triggers appended for this write)."""
+    def latest(self, alias: str | None = None) -> AliasEvent | None:
+        """The prompt's (or its ``alias``'s) newest event in its current incarnation."""
         self._session.flush()
-        row = (
-            self._session
-            .query(SqlAliasEvent)
-            .filter(SqlAliasEvent.name == self.name)
-            .order_by(SqlAliasEvent.sequence.desc())
-            .first()
-        )
-        return to_entity(row)
+        query = self._session.query(*EVENT_COLUMNS).filter(in_current_incarnation(self.name))
+        if alias is not None:
+            query = query.filter(SqlAliasEvent.alias == alias)
+        row = query.order_by(SqlAliasEvent.sequence.desc()).first()
+        return to_entity(row) if row is not None else None
+
+    def written(self, alias: str, from_version: int | None, to_version: int | None) -> AliasEvent:
+        """The event this write appended for ``alias``: the prompt's newest, checked to be the
+        change just made. Anything else means the database did not journal it (a trigger
+        dropped or disabled below this store): an error, and the transaction is rolled back
+        rather than committed unjournaled."""
+        event = self.latest()
+        if event is None or (event.alias, event.from_version, event.to_version) != (alias, from_version, to_version):
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+            raise MlflowException(
+                f"The alias journal did not record this change of alias '{alias}' of '{self.name}' "
+                f"({from_version} -> {to_version}): its database triggers are missing or disabled. "
+                "Nothing was changed. Run `mlflow-prompt-alias db check <URL> --repair`.",
+                TEMPORARILY_UNAVAILABLE,
+            )
+        return event
 
     def append(
         self, alias: str, action: str, from_version: int | None, to_version: int | None
     ) -> AliasEvent:
         """Append an event that no alias-row change explains (``baseline``), numbered from
-        the prompt's counter as the triggers number theirs."""
+        the prompt's counter, stamped with the database's clock and role, as the triggers
+        number and stamp theirs."""
+        now, role = self._session.execute(
+            select(literal_column(triggers.NOW_MS[self._dialect]), literal_column(triggers.DB_ROLE[self._dialect]))
+        ).one()
         counter = self._session.get(SqlAliasSequence, self.name, with_for_update=True)
         if counter is None:
-            counter = SqlAliasSequence(name=self.name, sequence=0, timestamp=0)
+            counter = SqlAliasSequence(name=self.name, incarnation=0, sequence=0, timestamp=0)
             self._session.add(counter)
         counter.sequence += 1
-        # Never earlier than the previous event, so time order and sequence order agree
-        # even when writers on different machines have slightly different clocks.
-        counter.timestamp = max(self.timestamp, counter.timestamp)
+        # Never earlier than the previous event, so time order and sequence order agree.
+        counter.timestamp = max(int(now), counter.timestamp)
         row = SqlAliasEvent(
             name=self.name,
+            incarnation=counter.incarnation,
             alias=alias,
             action=action,
             from_version=from_version,
             to_version=to_version,
             actor=self.actor,
+            db_role=role,
             timestamp=counter.timestamp,
             sequence=counter.sequence,
         )

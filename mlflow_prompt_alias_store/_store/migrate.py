@@ -23,11 +23,11 @@ _logger = logging.getLogger(__name__)
 class Upgrade:
     migrated: bool
     triggers_installed: bool
-    triggers_missing: frozenset[str]
 
     @property
     def changed(self) -> bool:
         return self.migrated or self.triggers_installed
+
 
 _MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any 64-bit number of our own: serialises concurrent upgrades (several server workers
@@ -81,6 +81,7 @@ def _unlock_after_migration(connection) -> None:
 def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
     """Bring the package's part of the database up to date: its tables to the head revision
     under their own version table, then the journal's triggers (re-created if any is missing,
+    disabled or not what this package installs,
     e.g. after MLflow's SQLite batch migrations rebuilt the alias table).
 
     MLflow's tables and its ``alembic_version`` are never touched: let MLflow create or
@@ -88,13 +89,13 @@ def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
     everything is in place this only reads, so a SELECT-only role can open the store.
 
     Returns:
-        What was done, and which triggers are still missing (only when this role may not
-        create them: the store then refuses writes).
+        What was done. Triggers this role may not create stay wrong: the store's integrity
+        check then refuses writes until ``db check --repair`` runs with a role that can.
     """
     target = head_revision()
     with engine.connect() as connection:
         if current_revision(connection) == target and not triggers.missing(connection):
-            return Upgrade(migrated=False, triggers_installed=False, triggers_missing=frozenset())
+            return Upgrade(migrated=False, triggers_installed=False)
     with engine.begin() as connection:
         _lock_for_migration(connection)
         try:
@@ -108,7 +109,7 @@ def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
                 migrated = True
             absent = triggers.missing(connection)
             if not absent:
-                return Upgrade(migrated, triggers_installed=False, triggers_missing=frozenset())
+                return Upgrade(migrated, triggers_installed=False)
             # A failed statement aborts a PostgreSQL transaction: keep the migration's work
             # behind a savepoint. (MySQL commits at each DDL statement, and pysqlite needs no
             # savepoint to go on after an error.)
@@ -120,14 +121,14 @@ def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
                 if not triggers.is_permission_error(e):
                     raise
                 _logger.warning(
-                    "The alias journal's triggers are missing (%s) and could not be created "
+                    "The alias journal's triggers are missing or altered (%s) and could not be created "
                     "with this database role (%s); alias writes are refused until "
                     "`mlflow-prompt-alias db upgrade` runs with a role that can create them.",
                     ", ".join(sorted(absent)), str(e.orig).strip().splitlines()[0],
                 )  # fmt: skip
-                return Upgrade(migrated, triggers_installed=False, triggers_missing=frozenset(absent))
+                return Upgrade(migrated, triggers_installed=False)
             _logger.info("Installed the alias journal's triggers (%s)", ", ".join(sorted(absent)))
-            return Upgrade(migrated, triggers_installed=True, triggers_missing=frozenset())
+            return Upgrade(migrated, triggers_installed=True)
         finally:
             _unlock_after_migration(connection)
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Integer,
     PrimaryKeyConstraint,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import declarative_base
@@ -42,22 +43,31 @@ class SqlAliasEvent(Base):
     id = Column(_BigIntId, autoincrement=True)
     # Registered model (prompt) name; rewritten when the model is renamed.
     name = Column(String(256), nullable=False)
+    # Which prompt of that name: a prompt created (or renamed onto) a name whose previous
+    # holder was deleted starts the name's next incarnation, with a history of its own. The
+    # name's current one is its counter row's (``SqlAliasSequence``).
+    incarnation = Column(Integer, nullable=False, server_default="0")
     alias = Column(String(256), nullable=False)
-    # Per-name, strictly increasing and gap-free.
+    # Per incarnation of a name, 1, 2, 3, … strictly increasing and gap-free.
     sequence = Column(Integer, nullable=False)
     # set | move | delete | rollback | baseline
     action = Column(String(16), nullable=False)
     from_version = Column(Integer, nullable=True)
     to_version = Column(Integer, nullable=True)
+    # Who, as the writer says: the authenticated or named user (through this package), else
+    # the database role marked "(not via prompt-alias)".
     actor = Column(String(256), nullable=True)
-    # Milliseconds since the epoch, from the writing process's clock, never earlier than the
-    # previous event of the same name.
+    # The database role (login) of the writing session, whatever the writer says: a forged
+    # write context is attributable. NULL on SQLite, which has no roles.
+    db_role = Column(String(256), nullable=True)
+    # Milliseconds since the epoch, from the database's clock (never the writer's), never
+    # earlier than the previous event of the same name.
     timestamp = Column(BigInteger, nullable=False)
 
     __table_args__ = (
         PrimaryKeyConstraint("id", name="prompt_alias_events_pk"),
-        UniqueConstraint("name", "sequence", name="prompt_alias_events_name_sequence_uq"),
-        Index("prompt_alias_events_name_alias_sequence_idx", "name", "alias", "sequence"),
+        UniqueConstraint("name", "incarnation", "sequence", name="prompt_alias_events_name_incarnation_sequence_uq"),
+        Index("prompt_alias_events_name_incarnation_alias_sequence_idx", "name", "incarnation", "alias", "sequence"),
     )
 
 
@@ -107,14 +117,50 @@ class SqlWriteContext(Base):
 
 
 class SqlAliasSequence(Base):
-    """Per prompt name, its last event's sequence number and time. The triggers (and the
-    store's baselines) take the next number from here; the row lock orders one prompt's
-    events without locking any MLflow row."""
+    """Per prompt name, its current incarnation and that incarnation's last sequence number,
+    and the last event's time. The triggers (and the store's baselines) take the next number
+    from here; the row lock orders one prompt's events without locking any MLflow row."""
 
     __tablename__ = "prompt_alias_sequences"
 
     name = Column(String(256), nullable=False)
+    incarnation = Column(Integer, nullable=False, server_default="0")
     sequence = Column(Integer, nullable=False)
     timestamp = Column(BigInteger, nullable=False)
 
     __table_args__ = (PrimaryKeyConstraint("name", name="prompt_alias_sequences_pk"),)
+
+
+class SqlIdempotencyKey(Base):
+    """A write that carried a client's idempotency key, with what it answered: a repeat of the
+    key (a retry after a lost answer) gets that answer and changes nothing. Written in the
+    write's own transaction; kept ``IDEMPOTENCY_KEY_HOURS``."""
+
+    __tablename__ = "prompt_alias_idempotency_keys"
+
+    key = Column(String(128), nullable=False)
+    # rollback | set_if | protect | unprotect
+    operation = Column(String(32), nullable=False)
+    # A hash of the request (operation, arguments, actor): the same key with another request
+    # is refused, not answered with someone else's result.
+    fingerprint = Column(String(64), nullable=False)
+    # The answer, as JSON.
+    result = Column(Text, nullable=True)
+    timestamp = Column(BigInteger, nullable=False)
+
+    __table_args__ = (
+        PrimaryKeyConstraint("key", name="prompt_alias_idempotency_keys_pk"),
+        Index("prompt_alias_idempotency_keys_timestamp_idx", "timestamp"),
+    )
+
+
+class SqlSetting(Base):
+    """The package's own settings in the database, shared by every process and server replica
+    on it (the change feed's cursor key, what the integrity check last saw)."""
+
+    __tablename__ = "prompt_alias_settings"
+
+    name = Column(String(64), nullable=False)
+    value = Column(String(1000), nullable=True)
+
+    __table_args__ = (PrimaryKeyConstraint("name", name="prompt_alias_settings_pk"),)

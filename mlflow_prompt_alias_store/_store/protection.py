@@ -16,6 +16,7 @@ from mlflow_prompt_alias_store._compat import (
 from mlflow_prompt_alias_store._entities import ProtectedAlias, ProtectionEvent
 from mlflow_prompt_alias_store._errors import AliasStateError
 from mlflow_prompt_alias_store._store import triggers
+from mlflow_prompt_alias_store._store.idempotency import check_key, fingerprint
 from mlflow_prompt_alias_store._store.journal import current_actor
 from mlflow_prompt_alias_store._store.models import SqlProtectedAlias, SqlProtectionEvent
 
@@ -45,45 +46,53 @@ class ProtectionMixin:
                 f"PromptAliasClient().unprotect_alias('{alias.alias}')."
             )
 
-    def protect_alias(self, alias: str) -> ProtectedAlias:
+    def protect_alias(self, alias: str, idempotency_key: str | None = None) -> ProtectedAlias:
         """Protect the alias name registry-wide: it can still be moved, never deleted (nor
-        the version or prompt it points to). Protecting a protected alias changes nothing."""
+        the version or prompt it points to). Protecting a protected alias changes nothing.
+        ``idempotency_key``: a repeat of it returns this call's answer and changes nothing."""
         validate_alias_name(alias)
         validate_alias_name_reserved(alias)
-        self._require_triggers()
-        for _ in range(2):  # a concurrent protect of the same name may win the insert
+        key = check_key(idempotency_key)
+        request = fingerprint("protect", alias)
+        self._require_journal()
+
+        def protect(session) -> ProtectedAlias:
+            existing = session.get(SqlProtectedAlias, alias)
+            if existing is not None:
+                return ProtectedAlias(existing.alias, existing.actor, existing.timestamp)
+            actor, now = current_actor(), get_current_time_millis()
+            session.add(SqlProtectedAlias(alias=alias, actor=actor, timestamp=now))
+            session.add(SqlProtectionEvent(alias=alias, action="protect", actor=actor, timestamp=now))
+            session.flush()
+            triggers.protect(session.connection(), alias)
+            return ProtectedAlias(alias, actor, now)
+
+        for _ in range(2):  # a concurrent protect of the same name (or key) may win the insert
             try:
                 with write_session(self) as session:
-                    existing = session.get(SqlProtectedAlias, alias)
-                    if existing is not None:
-                        return ProtectedAlias(existing.alias, existing.actor, existing.timestamp)
-                    actor, now = current_actor(), get_current_time_millis()
-                    session.add(SqlProtectedAlias(alias=alias, actor=actor, timestamp=now))
-                    session.add(
-                        SqlProtectionEvent(alias=alias, action="protect", actor=actor, timestamp=now)
-                    )
-                    session.flush()
-                    triggers.protect(session.connection(), alias)
-                    return ProtectedAlias(alias, actor, now)
+                    return self._once(session, key, "protect", request, lambda: protect(session),
+                                      lambda p: p.to_dict(), lambda d: ProtectedAlias(**d))  # fmt: skip
             except MlflowException as e:
                 if not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
                     raise
         raise AssertionError("unreachable: the second attempt sees the winner's row")
 
-    def unprotect_alias(self, alias: str) -> None:
-        """Lift the protection of an alias name.
+    def unprotect_alias(self, alias: str, idempotency_key: str | None = None) -> None:
+        """Lift the protection of an alias name. ``idempotency_key``: a repeat of it succeeds
+        as this call did and changes nothing.
 
         Raises:
             MlflowException: ``RESOURCE_DOES_NOT_EXIST`` if it is not protected.
         """
         validate_alias_name(alias)
-        self._require_triggers()
-        with write_session(self) as session:
+        key = check_key(idempotency_key)
+        request = fingerprint("unprotect", alias)
+        self._require_journal()
+
+        def unprotect(session) -> None:
             existing = session.get(SqlProtectedAlias, alias, with_for_update=True)
             if existing is None:
-                raise MlflowException(
-                    f"Alias '{alias}' is not protected.", RESOURCE_DOES_NOT_EXIST
-                )
+                raise MlflowException(f"Alias '{alias}' is not protected.", RESOURCE_DOES_NOT_EXIST)
             session.delete(existing)
             session.add(
                 SqlProtectionEvent(
@@ -93,6 +102,17 @@ class ProtectionMixin:
             )  # fmt: skip
             session.flush()
             triggers.unprotect(session.connection(), alias)
+
+        for _ in range(2):  # a concurrent repeat of the key may win its insert
+            try:
+                with write_session(self) as session:
+                    self._once(session, key, "unprotect", request, lambda: unprotect(session),
+                               lambda _: None, lambda _: None)  # fmt: skip
+                    return
+            except MlflowException as e:
+                if not isinstance(e.__cause__, sqlalchemy.exc.IntegrityError):
+                    raise
+        raise AssertionError("unreachable: the second attempt sees the winner's key")
 
     def list_protected_aliases(self) -> list[ProtectedAlias]:
         """Every protected alias name, alphabetically, with who protected it and when."""

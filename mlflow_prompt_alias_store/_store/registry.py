@@ -11,6 +11,9 @@ The class is assembled from one mixin per concern, each in its own module:
 mixin                   module                 what it does
 ======================  =====================  ===============================================
 AliasTransactionsMixin  ``transactions.py``    write machinery: lock, write context, retry
+IntegrityMixin          ``integrity.py``       the journal kept and explained: checked on
+                                               writes, ``db check`` and ``--repair``
+IdempotencyMixin        ``idempotency.py``     a retried write answered from its record
 AliasWritesMixin        ``alias_writes.py``    set/move/delete, compare-and-set, rollback,
                                                version/prompt deletes and renames
 ProtectionMixin         ``protection.py``      protected aliases
@@ -38,6 +41,8 @@ from mlflow_prompt_alias_store._store.alias_writes import AliasWritesMixin
 from mlflow_prompt_alias_store._store.fast_reads import FastReadsMixin
 from mlflow_prompt_alias_store._store.feed import FeedMixin
 from mlflow_prompt_alias_store._store.history import JournalReadsMixin
+from mlflow_prompt_alias_store._store.idempotency import IdempotencyMixin
+from mlflow_prompt_alias_store._store.integrity import IntegrityMixin
 from mlflow_prompt_alias_store._store.migrate import upgrade_db
 from mlflow_prompt_alias_store._store.protection import ProtectionMixin
 from mlflow_prompt_alias_store._store.transactions import AliasTransactionsMixin
@@ -50,6 +55,8 @@ class PromptAliasRegistryStore(
     ProtectionMixin,
     AdoptionMixin,
     JournalReadsMixin,
+    IntegrityMixin,
+    IdempotencyMixin,
     AliasTransactionsMixin,
     FastReadsMixin,
     FeedMixin,
@@ -63,6 +70,8 @@ class PromptAliasRegistryStore(
         tracking_uri: Accepted because MLflow's registry passes it; unused.
         read_db_uri: Optional read-replica URL (with or without the ``prompt-alias+``
             prefix), routed as MLflow's own store routes it.
+        upgrade: ``False`` to open the database as it is, without creating or repairing this
+            package's tables and triggers (``mlflow-prompt-alias db check`` looks this way).
 
     Raises:
         MlflowException: ``INVALID_PARAMETER_VALUE`` for a URI that is not a valid
@@ -79,6 +88,8 @@ class PromptAliasRegistryStore(
         store_uri: str,
         tracking_uri: str | None = None,
         read_db_uri: str | None = None,
+        *,
+        upgrade: bool = True,
     ) -> None:
         parsed = parse_store_uri(store_uri)
         require_driver(parsed)
@@ -95,10 +106,12 @@ class PromptAliasRegistryStore(
                 f"{', '.join(sorted(JOURNAL_DIALECTS))}; {self.db_type} is not one of them.",
                 INVALID_PARAMETER_VALUE,
             )
-        upgrade = upgrade_db(self.engine)
-        self._triggers_missing = upgrade.triggers_missing
-        if upgrade.changed:
+        if not upgrade:  # (``db check``: look at the database as it is)
+            return
+        done = upgrade_db(self.engine)
+        if done.changed:
             # Adoption, and recovery after the triggers were gone: journal as ``baseline``
             # every alias the journal does not explain. Only a role that could write does.
             self._record_baselines()
+            self._record_alias_table_id()
 

@@ -12,8 +12,8 @@ from typing import Callable, Iterator, TypeVar
 import sqlalchemy
 
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INVALID_STATE, TEMPORARILY_UNAVAILABLE
-from mlflow.store.db.db_types import SQLITE
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+from mlflow.store.db.db_types import MYSQL, SQLITE
 from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
 
 from mlflow_prompt_alias_store._compat import query as scoped_query
@@ -51,21 +51,6 @@ def recording_commits() -> Iterator[list[str]]:
 class AliasTransactionsMixin:
     """``_alias_write(name, write)``: the one way this store changes a prompt's aliases."""
 
-    # Set when the store opens: whether the journal's triggers are in place. Without them
-    # (a role that cannot create them found them missing) the store reads but never writes.
-    _triggers_missing: frozenset[str] = frozenset()
-
-    def _require_triggers(self) -> None:
-        if self._triggers_missing:
-            raise MlflowException(
-                "The alias journal's database triggers are missing "
-                f"({', '.join(sorted(self._triggers_missing))}), and this database role could "
-                "not restore them, so alias writes are refused rather than left unjournaled. "
-                "Run `mlflow-prompt-alias db upgrade <prompt-alias+URL>` with a role that can "
-                "create triggers.",
-                INVALID_STATE,
-            )
-
     def _lock_prompt(self, session, name: str) -> None:
         """Serialise alias writes to one prompt: the registered model's row lock on
         PostgreSQL/MySQL, the database write lock (an immediate transaction) on SQLite."""
@@ -87,6 +72,7 @@ class AliasTransactionsMixin:
         action: str | None = None,
         lock: bool = True,
         record: bool = True,
+        check: bool = True,
     ) -> T:
         """Run ``write(session, journal)`` in one transaction holding ``name``'s lock.
 
@@ -100,11 +86,20 @@ class AliasTransactionsMixin:
         Transient lock conflicts are retried with backoff; what is still failing after
         ``_MAX_WRITE_ATTEMPTS`` is reported as ``TEMPORARILY_UNAVAILABLE``. A commit is
         noted for ``recording_commits`` unless ``record=False`` (the store's own baselines).
+        Refused while the database does not keep the journal (``_require_journal``), unless
+        ``check=False`` (the repair itself).
+
+        On MySQL the transaction reads committed rows: what it reads after taking its locks is
+        the latest (REPEATABLE READ would read a snapshot taken at its first read), and its
+        locking reads of a missing row lock no gap a stock writer inserts into.
         """
-        self._require_triggers()
+        if check:
+            self._require_journal()
         for attempt in range(1, _MAX_WRITE_ATTEMPTS + 1):
             try:
                 with write_session(self) as session:
+                    if self.db_type == MYSQL:
+                        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
                     if lock or self.db_type == SQLITE:
                         self._lock_prompt(session, name)
                     journal = Journal(session, name, self.db_type, action)

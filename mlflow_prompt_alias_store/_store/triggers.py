@@ -3,16 +3,23 @@
 Triggers on MLflow's ``registered_model_aliases`` append an event to ``prompt_alias_events``
 for every change to an alias row, in the changing statement's transaction, whoever writes:
 this store, stock MLflow (in-process or behind a stock server), or plain SQL. Triggers on
-``registered_models`` move a prompt's journal along when it is renamed; they, and triggers
-on the alias and ``model_versions`` tables, refuse removing a protected alias in every way
-it can be removed (deleting it, the prompt, or the version it points to; renaming the
-prompt; renaming the alias row).
+``registered_models`` keep each prompt's history with its incarnation (a prompt created, or
+renamed onto, a name whose previous holder was deleted starts a history of its own; a renamed
+prompt's history follows it). They, and triggers on the alias and ``model_versions`` tables,
+refuse removing a protected alias in every way it can be removed (deleting it, the prompt, or
+the version it points to; renaming the prompt, the alias row or the version; on PostgreSQL and
+MySQL pointing it at a version that does not exist; on PostgreSQL ``TRUNCATE``). A
+``TRUNCATE`` of the alias table on PostgreSQL journals a ``delete`` for every row.
 
-This store tells the triggers who is writing (actor), what the write is (``rollback``) and
-its clock, through a *write context*: a ``prompt_alias_context`` row keyed by the connection
-(SQLite, MySQL/MariaDB) or a transaction-local setting (PostgreSQL). It lives only inside the
-writing transaction, so it can never be seen by another writer. Without it, the event's actor
-names the database role, marked ``(not via prompt-alias)``, and its time is the database's.
+This store tells the triggers who is writing (actor) and what the write is (``rollback``)
+through a *write context*: a ``prompt_alias_context`` row keyed by the connection (SQLite,
+MySQL/MariaDB) or a transaction-local setting (PostgreSQL). It lives only inside the writing
+transaction, so it can never be seen by another writer. Without it, the event's actor names
+the database role, marked ``(not via prompt-alias)``. Every event also records the session's
+database role (``db_role``) whatever the context says, and its time comes from the database's
+clock: the context's time (taken by the database when the context opens, the same for every
+event of the transaction) but never later than the database's clock now, and never earlier
+than the prompt's previous event.
 
 Per-prompt ``sequence`` stays gap-free and in time order because every event takes its
 number from the prompt's row in ``prompt_alias_sequences``, which stays locked until the
@@ -22,16 +29,20 @@ that alias row (the deadlock a lock on ``registered_models`` in the triggers wou
 
 SQLite's ``RAISE`` takes only a literal message, so there each protected alias gets triggers
 of its own that name it (created by ``protect_alias``, dropped by ``unprotect_alias``, and
-re-created with the rest by :func:`install`).
+re-created with the rest by :func:`install`); they also ask ``prompt_alias_protected``, so
+deleting its row lifts the protection even without this package. MLflow's SQLite migrations
+rebuild tables; SQLite then refuses a schema whose triggers name a table being rebuilt, so a
+trigger here names only its own table and this package's tables (which is also why a
+migration of the package's own tables drops the triggers first).
 
 Every trigger and function is named ``prompt_alias_…``; :func:`install` (re)creates them,
-:func:`missing` says which are absent (MLflow's SQLite batch migrations rebuild tables and
-drop their triggers), :func:`remove` drops them all.
+:func:`problems` says which are missing, disabled or not what this package installs,
+:func:`remove` drops them all.
 """
 
 from __future__ import annotations
 
-import json
+import re
 
 import sqlalchemy
 from sqlalchemy.engine import Connection
@@ -42,91 +53,89 @@ from mlflow_prompt_alias_store._store.models import SqlProtectedAlias
 JOURNAL_DIALECTS = frozenset({"sqlite", "postgresql", "mysql"})
 TRIGGER_PREFIX = "prompt_alias_"
 CONTEXT_TABLE = "prompt_alias_context"
-# One row per prompt name: its last sequence number and event time. Taking the next number
-# locks the row until commit, which orders one prompt's events without locking MLflow's rows.
+# One row per prompt name: its current incarnation, that incarnation's last sequence number
+# and the last event's time. Taking the next number locks the row until commit, which orders
+# one prompt's events without locking MLflow's rows.
 COUNTER_TABLE = "prompt_alias_sequences"
+PROTECTED_TABLE = "prompt_alias_protected"
 # What an event's actor says when the write did not come through this store.
 NOT_VIA_PLUGIN = " (not via prompt-alias)"
 # PostgreSQL: the transaction-local setting that carries the write context.
 _PG_SETTING = "prompt_alias.context"
 # PostgreSQL: the channel every appended event is announced on (payload: the prompt name).
 NOTIFY_CHANNEL = "prompt_alias_events"
-# MySQL: MESSAGE_TEXT holds 128 characters; the alias is shortened in the message to fit.
-_MYSQL_ALIAS_IN_MESSAGE = 40
+# MySQL: MESSAGE_TEXT holds 128 characters (MariaDB 512): the alias is shortened to fit.
+_MYSQL_MESSAGE = 128
+_MARIADB_MESSAGE = 512
 # The stage MLflow gives a deleted model version (it keeps the row): STAGE_DELETED_INTERNAL.
 _DELETED_STAGE = "Deleted_Internal"
+
+# The database's clock, in milliseconds since the epoch.
+NOW_MS = {
+    "sqlite": "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)",
+    "postgresql": "(extract(epoch FROM clock_timestamp()) * 1000)::bigint",
+    "mysql": "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)",
+}
+# The writing session's database role (its login); SQLite has none.
+DB_ROLE = {"sqlite": "NULL", "postgresql": "left(session_user, 256)", "mysql": "LEFT(USER(), 256)"}
+
+
+def _lift(alias_sql: str, dialect: str) -> str:
+    """An SQL expression: how to lift the protection of ``alias_sql``, with and without the
+    package (after ``pip uninstall`` without ``db remove`` the triggers still refuse, and the
+    command they would name no longer exists)."""
+    if dialect == "postgresql":
+        return (
+            "'To remove it, first run: mlflow-prompt-alias unprotect ' || " + alias_sql + " || "
+            "' (without the package: DELETE FROM prompt_alias_protected WHERE alias = ' || "
+            "quote_literal(" + alias_sql + ") || ')'"
+        )
+    raise NotImplementedError(dialect)
 
 
 # ---------------------------------------------------------------- SQLite
 
-_SQLITE_NOW_MS = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)"
+_SQLITE_NOW = NOW_MS["sqlite"]
 _SQLITE_CTX_TS = f"(SELECT timestamp FROM {CONTEXT_TABLE} WHERE conn_id = 0)"
+_SQLITE_INCARNATION = "(SELECT c.incarnation FROM " + COUNTER_TABLE + " AS c WHERE c.name = {name})"
 
 
 def _sqlite_event(name: str, alias: str, action: str, from_v: str, to_v: str) -> str:
     """Take the prompt's next sequence number (its counter row), then append the event."""
     return f"""
-    INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-    VALUES ({name}, 1, COALESCE({_SQLITE_CTX_TS}, {_SQLITE_NOW_MS}))
+    INSERT INTO {COUNTER_TABLE} (name, incarnation, sequence, timestamp)
+    VALUES ({name}, 0, 1, MIN(COALESCE({_SQLITE_CTX_TS}, {_SQLITE_NOW}), {_SQLITE_NOW}))
     ON CONFLICT (name) DO UPDATE SET sequence = sequence + 1,
         timestamp = MAX(timestamp, excluded.timestamp);
     INSERT INTO prompt_alias_events
-        (name, alias, sequence, action, from_version, to_version, actor, timestamp)
-    SELECT {name}, {alias}, counter.sequence, {action}, {from_v}, {to_v},
+        (name, incarnation, alias, sequence, action, from_version, to_version, actor, db_role, timestamp)
+    SELECT {name}, counter.incarnation, {alias}, counter.sequence, {action}, {from_v}, {to_v},
            CASE WHEN ctx.conn_id IS NULL THEN 'sqlite{NOT_VIA_PLUGIN}' ELSE ctx.actor END,
-           counter.timestamp
+           NULL, counter.timestamp
     FROM {COUNTER_TABLE} AS counter
     LEFT JOIN {CONTEXT_TABLE} AS ctx ON ctx.conn_id = 0
     WHERE counter.name = {name};"""
 
 
-def _sqlite_rename_alias() -> str:
-    # After a rename onto a name with history (a deleted prompt's), each alias of the
-    # renamed prompt whose latest event in the joined journal is not its state gets a
-    # ``baseline`` at the rename, so the journal explains the state again. Without joined
-    # history none qualifies. SQLite runs a cascade's child triggers before the parent's
-    # AFTER trigger, so this sees the two journals apart: the latest event is taken in the
-    # order the parent's renumbering will give, and the baseline is written under the old
-    # name, last in that order. (No trigger on registered_models may name
-    # registered_model_aliases: MLflow's batch migrations drop and re-create that table,
-    # and SQLite then rejects a schema whose triggers name a missing table.)
-    latest = (
-        "(SELECT e.to_version FROM prompt_alias_events AS e "
-        "WHERE e.name IN (OLD.name, NEW.name) AND e.alias = NEW.alias "
-        "ORDER BY e.timestamp DESC, e.name = OLD.name DESC, e.sequence DESC LIMIT 1)"
-    )
-    newest = "(SELECT MAX(timestamp) FROM prompt_alias_events WHERE name IN (OLD.name, NEW.name))"
-    return f"""
-    CREATE TRIGGER {TRIGGER_PREFIX}journal_rename_alias AFTER UPDATE ON registered_model_aliases
-    WHEN OLD.name <> NEW.name AND {latest} IS NOT NEW.version
-    BEGIN
-        INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-        VALUES (OLD.name, 1, MAX(COALESCE({_SQLITE_CTX_TS}, {_SQLITE_NOW_MS}), COALESCE({newest}, 0)))
-        ON CONFLICT (name) DO UPDATE SET sequence = sequence + 1,
+# A prompt created on a name with history (a deleted prompt's) starts the name's next
+# incarnation; so does a name a renamed prompt left (for whoever takes it next).
+def _next_incarnation(name: str) -> str:
+    return f"UPDATE {COUNTER_TABLE} SET incarnation = incarnation + 1, sequence = 0 WHERE name = {name} AND sequence > 0;"
+
+
+# The renamed prompt's current history follows it to the new name, as the new name's current
+# incarnation (the history the new name had, a deleted prompt's, becomes an older one).
+_SQLITE_RENAME = f"""
+        {_next_incarnation("NEW.name")}
+        UPDATE prompt_alias_events
+        SET name = NEW.name, incarnation = COALESCE({_SQLITE_INCARNATION.format(name="NEW.name")}, 0)
+        WHERE name = OLD.name AND incarnation = {_SQLITE_INCARNATION.format(name="OLD.name")};
+        INSERT INTO {COUNTER_TABLE} (name, incarnation, sequence, timestamp)
+        SELECT NEW.name, COALESCE({_SQLITE_INCARNATION.format(name="NEW.name")}, 0), o.sequence, o.timestamp
+        FROM {COUNTER_TABLE} AS o WHERE o.name = OLD.name AND true
+        ON CONFLICT (name) DO UPDATE SET sequence = excluded.sequence,
             timestamp = MAX(timestamp, excluded.timestamp);
-        INSERT INTO prompt_alias_events
-            (name, alias, sequence, action, from_version, to_version, actor, timestamp)
-        SELECT OLD.name, NEW.alias, counter.sequence, 'baseline', {latest}, NEW.version,
-               CASE WHEN ctx.conn_id IS NULL THEN 'sqlite{NOT_VIA_PLUGIN}' ELSE ctx.actor END,
-               counter.timestamp
-        FROM {COUNTER_TABLE} AS counter
-        LEFT JOIN {CONTEXT_TABLE} AS ctx ON ctx.conn_id = 0
-        WHERE counter.name = OLD.name;
-    END"""
-
-
-# The renamed prompt's journal joins whatever history the new name already has (a deleted
-# prompt's), renumbered in time order, so sequence and time agree; its counter follows.
-_RENUMBER = f"""
-        UPDATE prompt_alias_events SET sequence = -ranked.rn, name = NEW.name
-        FROM (SELECT id, row_number() OVER (ORDER BY timestamp, name = OLD.name, sequence) AS rn
-              FROM prompt_alias_events WHERE name IN (OLD.name, NEW.name)) AS ranked
-        WHERE prompt_alias_events.id = ranked.id;
-        UPDATE prompt_alias_events SET sequence = -sequence WHERE name = NEW.name;
-        DELETE FROM {COUNTER_TABLE} WHERE name IN (OLD.name, NEW.name);
-        INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-        SELECT NEW.name, MAX(sequence), MAX(timestamp) FROM prompt_alias_events
-        WHERE name = NEW.name HAVING COUNT(*) > 0;"""
+        {_next_incarnation("OLD.name")}"""
 
 
 def _sqlite_static() -> dict[str, str]:
@@ -152,12 +161,15 @@ def _sqlite_static() -> dict[str, str]:
     CREATE TRIGGER {p}journal_delete AFTER DELETE ON registered_model_aliases
     BEGIN {_sqlite_event("OLD.name", "OLD.alias", "'delete'", "OLD.version", "NULL")}
     END""",
+        f"{p}journal_create": f"""
+    CREATE TRIGGER {p}journal_create AFTER INSERT ON registered_models
+    BEGIN {_next_incarnation("NEW.name")}
+    END""",
         f"{p}journal_rename": f"""
     CREATE TRIGGER {p}journal_rename AFTER UPDATE OF name ON registered_models
     WHEN OLD.name <> NEW.name
-    BEGIN {_RENUMBER}
+    BEGIN {_SQLITE_RENAME}
     END""",
-        f"{p}journal_rename_alias": _sqlite_rename_alias(),
     }
 
 
@@ -165,44 +177,65 @@ def _sqlite_quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def protection_message(alias: str, name: str | None = None) -> str:
+    """What a refusal to remove a protected alias says: how to lift the protection, with and
+    without the package."""
+    of = f" of '{name}'" if name is not None else ""
+    return (
+        f"prompt-alias: alias '{alias}'{of} is protected: it can be moved, but not removed (nor the "
+        "version or prompt it points to deleted or renumbered, nor the prompt renamed). To remove "
+        f"it, first run: mlflow-prompt-alias unprotect {alias} (without the package: DELETE FROM "
+        f"prompt_alias_protected WHERE alias = {_sqlite_quote(alias)})"
+    )
+
+
 def _sqlite_protection(alias: str) -> dict[str, str]:
-    """The triggers that keep one protected alias from being removed. Deleting or renaming
-    its prompt reaches them through the foreign key's cascade (MLflow turns foreign keys on
-    in every session); none sits on ``registered_models`` (see ``_sqlite_rename_alias``)."""
+    """The triggers that keep one protected alias from being removed, whatever the session's
+    foreign-key setting (the ``sqlite3`` shell's default is off: then a prompt's delete or
+    rename does not cascade to its alias rows, so its own triggers refuse). Each asks
+    ``prompt_alias_protected`` too, so deleting the row there lifts the protection."""
     base = f"{TRIGGER_PREFIX}protect_{alias.encode().hex()}"
     lit = _sqlite_quote(alias)
-    message = _sqlite_quote(
-        f"prompt-alias: alias '{alias}' is protected: it can be moved, but not removed (nor "
-        "the version or prompt it points to deleted, nor the prompt renamed). To remove it, "
-        f"first run: mlflow-prompt-alias unprotect {alias}"
+    raise_ = f"BEGIN SELECT RAISE(ABORT, {_sqlite_quote(protection_message(alias))}); END"
+    protected = f"EXISTS (SELECT 1 FROM {PROTECTED_TABLE} WHERE alias = {lit})"
+    # The version the alias points to in the prompt's current incarnation, as its journal says
+    # (every alias-row change is in it): triggers off the alias table may not name it.
+    latest = (
+        "(SELECT e.to_version FROM prompt_alias_events AS e WHERE e.name = OLD.name AND "
+        f"e.alias = {lit} AND e.incarnation = {_SQLITE_INCARNATION.format(name='OLD.name')} "
+        "ORDER BY e.sequence DESC LIMIT 1)"
     )
-    raise_ = f"BEGIN SELECT RAISE(ABORT, {message}); END"
-    # The version the alias points to, as its journal says (every alias-row change is in
-    # it). The triggers on model_versions read the journal, not registered_model_aliases:
-    # a trigger naming that table would make SQLite reject MLflow's batch migrations that
-    # rebuild it (see ``_sqlite_rename_alias``).
-    points_to = (
-        "(SELECT e.to_version FROM prompt_alias_events AS e "
-        f"WHERE e.name = OLD.name AND e.alias = {lit} ORDER BY e.sequence DESC LIMIT 1) = OLD.version"
-    )
+    live = f"OLD.current_stage IS NOT '{_DELETED_STAGE}'"
     return {
         f"{base}_d": f'CREATE TRIGGER "{base}_d" BEFORE DELETE ON registered_model_aliases '
-        f"WHEN OLD.alias = {lit} {raise_}",
+        f"WHEN OLD.alias = {lit} AND {protected} {raise_}",
         f"{base}_u": f'CREATE TRIGGER "{base}_u" BEFORE UPDATE OF name, alias ON '
         f"registered_model_aliases WHEN OLD.alias = {lit} AND "
-        f"(NEW.alias <> OLD.alias OR NEW.name <> OLD.name) {raise_}",
-        # Deleting the version it points to: MLflow soft-deletes (the stage becomes
-        # Deleted_Internal), and before 3.13 a stock server's delete leaves the alias row
-        # behind; plain SQL may delete the row.
-        f"{base}_vu": f'CREATE TRIGGER "{base}_vu" BEFORE UPDATE OF current_stage ON model_versions '
-        f"WHEN NEW.current_stage = '{_DELETED_STAGE}' AND OLD.current_stage <> '{_DELETED_STAGE}' "
-        f"AND {points_to} {raise_}",
+        f"(NEW.alias <> OLD.alias OR NEW.name <> OLD.name) AND {protected} {raise_}",
+        # The version it points to: MLflow soft-deletes (the stage becomes Deleted_Internal),
+        # and before 3.13 a stock server's delete leaves the alias row behind; plain SQL may
+        # delete the row or renumber it.
+        f"{base}_vu": f'CREATE TRIGGER "{base}_vu" BEFORE UPDATE OF current_stage, version, name ON '
+        f"model_versions WHEN {live} AND (NEW.current_stage IS '{_DELETED_STAGE}' OR "
+        f"NEW.version <> OLD.version OR NEW.name <> OLD.name) AND {latest} = OLD.version AND "
+        f"{protected} {raise_}",
         f"{base}_vd": f'CREATE TRIGGER "{base}_vd" BEFORE DELETE ON model_versions '
-        f"WHEN OLD.current_stage <> '{_DELETED_STAGE}' AND {points_to} {raise_}",
+        f"WHEN {live} AND {latest} = OLD.version AND {protected} {raise_}",
+        # The prompt holding it.
+        f"{base}_md": f'CREATE TRIGGER "{base}_md" BEFORE DELETE ON registered_models '
+        f"WHEN {latest} IS NOT NULL AND {protected} {raise_}",
+        f"{base}_mu": f'CREATE TRIGGER "{base}_mu" BEFORE UPDATE OF name ON registered_models '
+        f"WHEN OLD.name <> NEW.name AND {latest} IS NOT NULL AND {protected} {raise_}",
     }
 
 
 # ---------------------------------------------------------------- PostgreSQL
+
+_PG_NOW = NOW_MS["postgresql"]
+_PG_LIVE_VERSION = (
+    "EXISTS (SELECT 1 FROM model_versions v WHERE v.name = p_name AND v.version = p_version "
+    f"AND v.current_stage IS DISTINCT FROM '{_DELETED_STAGE}')"
+)
 
 _PG_FUNCTIONS = {
     f"{TRIGGER_PREFIX}append": f"""
@@ -213,43 +246,58 @@ DECLARE
     raw text := current_setting('{_PG_SETTING}', true);
     ctx json;
     v_actor text;
+    v_now bigint := {_PG_NOW};
     v_ts bigint;
     v_seq integer;
+    v_inc integer;
 BEGIN
     IF raw IS NULL OR raw = '' THEN
-        v_actor := left(current_user || '{NOT_VIA_PLUGIN}', 256);
-        v_ts := (extract(epoch FROM clock_timestamp()) * 1000)::bigint;
+        v_actor := left(session_user || '{NOT_VIA_PLUGIN}', 256);
+        v_ts := v_now;
     ELSE
         ctx := raw::json;
         v_actor := ctx->>'actor';
-        v_ts := (ctx->>'timestamp')::bigint;
+        -- The context's time (the database's, when it opened), never ahead of the clock.
+        v_ts := least(coalesce((ctx->>'timestamp')::bigint, v_now), v_now);
         IF p_action IN ('set', 'move') AND ctx->>'action' IS NOT NULL THEN
             p_action := ctx->>'action';
         END IF;
     END IF;
     -- The prompt's next number: its counter row stays locked until commit, so one
     -- prompt's events are appended one transaction at a time, in time order.
-    INSERT INTO {COUNTER_TABLE} AS counter (name, sequence, timestamp) VALUES (p_name, 1, v_ts)
+    INSERT INTO {COUNTER_TABLE} AS counter (name, incarnation, sequence, timestamp)
+    VALUES (p_name, 0, 1, v_ts)
     ON CONFLICT (name) DO UPDATE SET sequence = counter.sequence + 1,
         timestamp = greatest(counter.timestamp, EXCLUDED.timestamp)
-    RETURNING counter.sequence, counter.timestamp INTO v_seq, v_ts;
+    RETURNING counter.incarnation, counter.sequence, counter.timestamp INTO v_inc, v_seq, v_ts;
     INSERT INTO prompt_alias_events
-        (name, alias, sequence, action, from_version, to_version, actor, timestamp)
-    VALUES (p_name, p_alias, v_seq, p_action, p_from, p_to, v_actor, v_ts);
+        (name, incarnation, alias, sequence, action, from_version, to_version, actor, db_role, timestamp)
+    VALUES (p_name, v_inc, p_alias, v_seq, p_action, p_from, p_to, v_actor, {DB_ROLE["postgresql"]}, v_ts);
 END
 $fn$""",
     f"{TRIGGER_PREFIX}refuse_protected": f"""
 CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}refuse_protected(p_name text, p_alias text)
 RETURNS void LANGUAGE plpgsql AS $fn$
 BEGIN
-    IF EXISTS (SELECT 1 FROM prompt_alias_protected WHERE alias = p_alias) THEN
+    IF EXISTS (SELECT 1 FROM {PROTECTED_TABLE} WHERE alias = p_alias) THEN
         -- (No format(): the statement goes to the driver as is, and a percent sign is its
         -- placeholder.)
         RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE =
             'prompt-alias: alias ' || quote_literal(p_alias) || ' of ' || quote_literal(p_name)
             || ' is protected: it can be moved, but not removed (nor the version or prompt it '
-            || 'points to deleted, nor the prompt renamed). To remove it, first run: '
-            || 'mlflow-prompt-alias unprotect ' || p_alias;
+            || 'points to deleted or renumbered, nor the prompt renamed). ' || {_lift("p_alias", "postgresql")};
+    END IF;
+END
+$fn$""",
+    f"{TRIGGER_PREFIX}require_version": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}require_version(p_name text, p_alias text, p_version integer)
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
+    IF EXISTS (SELECT 1 FROM {PROTECTED_TABLE} WHERE alias = p_alias) AND NOT {_PG_LIVE_VERSION} THEN
+        RAISE EXCEPTION USING ERRCODE = 'P0001', MESSAGE =
+            'prompt-alias: alias ' || quote_literal(p_alias) || ' of ' || quote_literal(p_name)
+            || ' is protected: it must point to an existing version, and version ' || p_version
+            || ' does not exist. ' || {_lift("p_alias", "postgresql")};
     END IF;
 END
 $fn$""",
@@ -258,6 +306,7 @@ CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}alias_change() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
     IF TG_OP = 'INSERT' THEN
+        PERFORM {TRIGGER_PREFIX}require_version(NEW.name, NEW.alias, NEW.version);
         PERFORM {TRIGGER_PREFIX}append(NEW.name, NEW.alias, 'set', NULL, NEW.version);
     ELSIF TG_OP = 'DELETE' THEN
         PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, OLD.alias);
@@ -267,11 +316,45 @@ BEGIN
         PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, OLD.alias);
     ELSIF OLD.alias <> NEW.alias THEN
         PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, OLD.alias);
+        PERFORM {TRIGGER_PREFIX}require_version(NEW.name, NEW.alias, NEW.version);
         PERFORM {TRIGGER_PREFIX}append(OLD.name, OLD.alias, 'delete', OLD.version, NULL);
         PERFORM {TRIGGER_PREFIX}append(NEW.name, NEW.alias, 'set', NULL, NEW.version);
     ELSIF OLD.version <> NEW.version THEN
+        PERFORM {TRIGGER_PREFIX}require_version(NEW.name, NEW.alias, NEW.version);
         PERFORM {TRIGGER_PREFIX}append(NEW.name, NEW.alias, 'move', OLD.version, NEW.version);
     END IF;
+    RETURN NULL;
+END
+$fn$""",
+    f"{TRIGGER_PREFIX}alias_truncate": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}alias_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    held record;
+BEGIN
+    -- TRUNCATE skips row triggers: refuse it over a protected alias, else journal every row.
+    FOR held IN SELECT a.name, a.alias FROM registered_model_aliases a
+                JOIN {PROTECTED_TABLE} p ON p.alias = a.alias ORDER BY a.name, a.alias LIMIT 1 LOOP
+        PERFORM {TRIGGER_PREFIX}refuse_protected(held.name, held.alias);
+    END LOOP;
+    FOR held IN SELECT a.name, a.alias, a.version FROM registered_model_aliases a
+                ORDER BY a.name, a.alias LOOP
+        PERFORM {TRIGGER_PREFIX}append(held.name, held.alias, 'delete', held.version, NULL);
+    END LOOP;
+    RETURN NULL;
+END
+$fn$""",
+    f"{TRIGGER_PREFIX}truncate_guard": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}truncate_guard() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    held record;
+BEGIN
+    -- Truncating the versions (or the prompts) takes every protected alias's version away.
+    FOR held IN SELECT a.name, a.alias FROM registered_model_aliases a
+                JOIN {PROTECTED_TABLE} p ON p.alias = a.alias ORDER BY a.name, a.alias LIMIT 1 LOOP
+        PERFORM {TRIGGER_PREFIX}refuse_protected(held.name, held.alias);
+    END LOOP;
     RETURN NULL;
 END
 $fn$""",
@@ -285,7 +368,7 @@ BEGIN
         RETURN NEW;
     END IF;
     FOR held IN SELECT a.alias FROM registered_model_aliases a
-                JOIN prompt_alias_protected p ON p.alias = a.alias
+                JOIN {PROTECTED_TABLE} p ON p.alias = a.alias
                 WHERE a.name = OLD.name ORDER BY a.alias LIMIT 1 LOOP
         PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, held.alias);
     END LOOP;
@@ -302,11 +385,13 @@ DECLARE
     held record;
 BEGIN
     -- Deleting a version is a soft delete (the stage becomes Deleted_Internal), and before
-    -- MLflow 3.13 a stock server's leaves the alias rows behind; plain SQL may delete it.
+    -- MLflow 3.13 a stock server's leaves the alias rows behind; plain SQL may delete the row
+    -- or renumber it.
     IF OLD.current_stage IS DISTINCT FROM '{_DELETED_STAGE}' AND (TG_OP = 'DELETE'
-            OR NEW.current_stage = '{_DELETED_STAGE}') THEN
+            OR NEW.current_stage = '{_DELETED_STAGE}' OR NEW.version <> OLD.version
+            OR NEW.name <> OLD.name) THEN
         FOR held IN SELECT a.alias FROM registered_model_aliases a
-                    JOIN prompt_alias_protected p ON p.alias = a.alias
+                    JOIN {PROTECTED_TABLE} p ON p.alias = a.alias
                     WHERE a.name = OLD.name AND a.version = OLD.version ORDER BY a.alias LIMIT 1 LOOP
             PERFORM {TRIGGER_PREFIX}refuse_protected(OLD.name, held.alias);
         END LOOP;
@@ -318,37 +403,40 @@ BEGIN
     RETURN NEW;
 END
 $fn$""",
+    f"{TRIGGER_PREFIX}model_create": f"""
+CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}model_create() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    -- A prompt created on a name with history (a deleted prompt's): a history of its own.
+    {_next_incarnation("NEW.name")}
+    RETURN NULL;
+END
+$fn$""",
     f"{TRIGGER_PREFIX}model_rename": f"""
 CREATE OR REPLACE FUNCTION {TRIGGER_PREFIX}model_rename() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
-    held record;
-    last_to integer;
+    moving record;
+    v_inc integer;
 BEGIN
     IF OLD.name = NEW.name THEN
         RETURN NULL;
     END IF;
-    -- The renamed prompt's journal joins whatever history the new name already has (a
-    -- deleted prompt's), renumbered in time order, so sequence and time agree.
-    UPDATE prompt_alias_events e SET sequence = -ranked.rn, name = NEW.name
-    FROM (SELECT id, row_number() OVER (ORDER BY timestamp, name = OLD.name, sequence) AS rn
-          FROM prompt_alias_events WHERE name IN (OLD.name, NEW.name)) AS ranked
-    WHERE e.id = ranked.id;
-    UPDATE prompt_alias_events SET sequence = -sequence WHERE name = NEW.name;
-    DELETE FROM {COUNTER_TABLE} WHERE name IN (OLD.name, NEW.name);
-    INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-    SELECT NEW.name, MAX(sequence), MAX(timestamp) FROM prompt_alias_events
-    WHERE name = NEW.name HAVING COUNT(*) > 0;
-    -- Each alias whose latest event in the joined journal is not its state: a baseline.
-    FOR held IN SELECT a.alias, a.version FROM registered_model_aliases a
-                WHERE a.name IN (OLD.name, NEW.name) ORDER BY a.alias LOOP
-        last_to := NULL;
-        SELECT e.to_version INTO last_to FROM prompt_alias_events e
-            WHERE e.name = NEW.name AND e.alias = held.alias ORDER BY e.sequence DESC LIMIT 1;
-        IF last_to IS DISTINCT FROM held.version THEN
-            PERFORM {TRIGGER_PREFIX}append(NEW.name, held.alias, 'baseline', last_to, held.version);
-        END IF;
-    END LOOP;
+    -- The history the new name had (a deleted prompt's) becomes an older incarnation; the
+    -- renamed prompt's current history follows it, as the new name's current one.
+    {_next_incarnation("NEW.name")}
+    SELECT incarnation INTO v_inc FROM {COUNTER_TABLE} WHERE name = NEW.name;
+    v_inc := coalesce(v_inc, 0);
+    SELECT incarnation, sequence, timestamp INTO moving FROM {COUNTER_TABLE} WHERE name = OLD.name;
+    IF FOUND THEN
+        UPDATE prompt_alias_events SET name = NEW.name, incarnation = v_inc
+        WHERE name = OLD.name AND incarnation = moving.incarnation;
+        INSERT INTO {COUNTER_TABLE} AS counter (name, incarnation, sequence, timestamp)
+        VALUES (NEW.name, v_inc, moving.sequence, moving.timestamp)
+        ON CONFLICT (name) DO UPDATE SET sequence = EXCLUDED.sequence,
+            timestamp = greatest(counter.timestamp, EXCLUDED.timestamp);
+        {_next_incarnation("OLD.name")}
+    END IF;
     RETURN NULL;
 END
 $fn$""",
@@ -364,33 +452,38 @@ END
 $fn$""",
 }
 
+# Written as PostgreSQL prints them back (``pg_get_triggerdef``, without the schema), so that
+# what is installed can be compared with what this package installs.
 _PG_TRIGGERS = {
-    f"{TRIGGER_PREFIX}alias_change": f"""
-CREATE TRIGGER {TRIGGER_PREFIX}alias_change AFTER INSERT OR UPDATE OR DELETE
-ON registered_model_aliases FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}alias_change()""",
-    f"{TRIGGER_PREFIX}model_guard": f"""
-CREATE TRIGGER {TRIGGER_PREFIX}model_guard BEFORE UPDATE OF name OR DELETE
-ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_guard()""",
-    f"{TRIGGER_PREFIX}version_guard": f"""
-CREATE TRIGGER {TRIGGER_PREFIX}version_guard BEFORE UPDATE OF current_stage OR DELETE
-ON model_versions FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}version_guard()""",
-    f"{TRIGGER_PREFIX}model_rename": f"""
-CREATE TRIGGER {TRIGGER_PREFIX}model_rename AFTER UPDATE OF name
-ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_rename()""",
-    f"{TRIGGER_PREFIX}notify": f"""
-CREATE TRIGGER {TRIGGER_PREFIX}notify AFTER INSERT
-ON prompt_alias_events FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}notify()""",
+    f"{TRIGGER_PREFIX}alias_change": f"CREATE TRIGGER {TRIGGER_PREFIX}alias_change AFTER INSERT OR DELETE OR "
+    f"UPDATE ON registered_model_aliases FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}alias_change()",
+    f"{TRIGGER_PREFIX}alias_truncate": f"CREATE TRIGGER {TRIGGER_PREFIX}alias_truncate BEFORE TRUNCATE ON "
+    f"registered_model_aliases FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER_PREFIX}alias_truncate()",
+    f"{TRIGGER_PREFIX}model_guard": f"CREATE TRIGGER {TRIGGER_PREFIX}model_guard BEFORE DELETE OR UPDATE OF "
+    f"name ON registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_guard()",
+    f"{TRIGGER_PREFIX}model_truncate": f"CREATE TRIGGER {TRIGGER_PREFIX}model_truncate BEFORE TRUNCATE ON "
+    f"registered_models FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER_PREFIX}truncate_guard()",
+    f"{TRIGGER_PREFIX}version_guard": f"CREATE TRIGGER {TRIGGER_PREFIX}version_guard BEFORE DELETE OR UPDATE "
+    f"OF current_stage, version, name ON model_versions FOR EACH ROW EXECUTE FUNCTION "
+    f"{TRIGGER_PREFIX}version_guard()",
+    f"{TRIGGER_PREFIX}version_truncate": f"CREATE TRIGGER {TRIGGER_PREFIX}version_truncate BEFORE TRUNCATE "
+    f"ON model_versions FOR EACH STATEMENT EXECUTE FUNCTION {TRIGGER_PREFIX}truncate_guard()",
+    f"{TRIGGER_PREFIX}model_create": f"CREATE TRIGGER {TRIGGER_PREFIX}model_create AFTER INSERT ON "
+    f"registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_create()",
+    f"{TRIGGER_PREFIX}model_rename": f"CREATE TRIGGER {TRIGGER_PREFIX}model_rename AFTER UPDATE OF name ON "
+    f"registered_models FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}model_rename()",
+    f"{TRIGGER_PREFIX}notify": f"CREATE TRIGGER {TRIGGER_PREFIX}notify AFTER INSERT ON prompt_alias_events "
+    f"FOR EACH ROW EXECUTE FUNCTION {TRIGGER_PREFIX}notify()",
 }
 
 
 # ---------------------------------------------------------------- MySQL / MariaDB
 
-_MYSQL_NOW_MS = "CAST(UNIX_TIMESTAMP(NOW(3)) * 1000 AS SIGNED)"
-# The latest event's target of alias ``a`` under the new name, in a rename's joined journal.
-_LAST_TO = (
-    "(SELECT e.to_version FROM prompt_alias_events AS e WHERE e.name = NEW.name "
-    "AND e.alias = a.alias ORDER BY e.sequence DESC LIMIT 1)"
-)
+_MYSQL_NOW = NOW_MS["mysql"]
+
+
+def _mysql_incarnation(name: str) -> str:
+    return f"(SELECT c.incarnation FROM {COUNTER_TABLE} AS c WHERE c.name = {name})"
 
 
 def _mysql_event(name: str, alias: str, action: str, from_v: str, to_v: str) -> str:
@@ -399,18 +492,19 @@ def _mysql_event(name: str, alias: str, action: str, from_v: str, to_v: str) -> 
     return f"""
     SELECT COUNT(*), MAX(actor), MAX(action), MAX(timestamp) INTO v_ctx, v_actor, v_action, v_ts
         FROM {CONTEXT_TABLE} WHERE conn_id = CONNECTION_ID();
-    INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-        VALUES ({name}, 1, IF(v_ctx > 0, v_ts, {_MYSQL_NOW_MS}))
+    SET v_now = {_MYSQL_NOW};
+    INSERT INTO {COUNTER_TABLE} (name, incarnation, sequence, timestamp)
+        VALUES ({name}, 0, 1, IF(v_ctx > 0, LEAST(COALESCE(v_ts, v_now), v_now), v_now))
         ON DUPLICATE KEY UPDATE sequence = sequence + 1,
             timestamp = GREATEST(timestamp, VALUES(timestamp));
-    SELECT sequence, timestamp INTO v_seq, v_ts FROM {COUNTER_TABLE} WHERE name = {name};
+    SELECT incarnation, sequence, timestamp INTO v_inc, v_seq, v_ts FROM {COUNTER_TABLE} WHERE name = {name};
     INSERT INTO prompt_alias_events
-        (name, alias, sequence, action, from_version, to_version, actor, timestamp)
-    VALUES ({name}, {alias}, v_seq,
+        (name, incarnation, alias, sequence, action, from_version, to_version, actor, db_role, timestamp)
+    VALUES ({name}, v_inc, {alias}, v_seq,
             IF(v_ctx > 0 AND v_action IS NOT NULL AND {action} IN ('set', 'move'), v_action, {action}),
             {from_v}, {to_v},
-            IF(v_ctx > 0, v_actor, LEFT(CONCAT(CURRENT_USER(), '{NOT_VIA_PLUGIN}'), 256)),
-            v_ts);"""
+            IF(v_ctx > 0, v_actor, LEFT(CONCAT(USER(), '{NOT_VIA_PLUGIN}'), 256)),
+            {DB_ROLE["mysql"]}, v_ts);"""
 
 
 _MYSQL_DECLARE = """
@@ -418,30 +512,51 @@ _MYSQL_DECLARE = """
     DECLARE v_actor VARCHAR(256);
     DECLARE v_action VARCHAR(16);
     DECLARE v_ts BIGINT;
+    DECLARE v_now BIGINT;
     DECLARE v_seq INT;
-    DECLARE v_message VARCHAR(128);"""
+    DECLARE v_inc INT;
+    DECLARE v_message VARCHAR(512);"""
 
 
-def _mysql_refuse(name: str, alias: str) -> str:
+def _mysql_lift(alias: str) -> str:
+    return (
+        "'. To remove it: mlflow-prompt-alias unprotect ', " + alias + ", ' (without the package: "
+        "DELETE FROM prompt_alias_protected WHERE alias = ', QUOTE(" + alias + "), ')'"
+    )
+
+
+def _mysql_refuse(name: str, alias: str, limit: int) -> str:
     return f"""
-    IF EXISTS (SELECT 1 FROM prompt_alias_protected WHERE alias = {alias}) THEN
-        SET v_message = CONCAT('prompt-alias: alias ''', LEFT({alias}, {_MYSQL_ALIAS_IN_MESSAGE}),
-            ''' is protected. First run: mlflow-prompt-alias unprotect ',
-            LEFT({alias}, {_MYSQL_ALIAS_IN_MESSAGE}));
+    IF EXISTS (SELECT 1 FROM {PROTECTED_TABLE} WHERE alias = {alias}) THEN
+        SET v_message = LEFT(CONCAT('prompt-alias: alias ', QUOTE({alias}), ' of ', QUOTE({name}),
+            ' is protected: it can be moved, but not removed', {_mysql_lift(alias)}), {limit});
         SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = v_message, MYSQL_ERRNO = 1451;
     END IF;"""
 
 
-_MYSQL_PROTECTED_AT_VERSION = f"""
+def _mysql_require_version(limit: int) -> str:
+    return f"""
+    IF EXISTS (SELECT 1 FROM {PROTECTED_TABLE} WHERE alias = NEW.alias) AND NOT EXISTS (
+            SELECT 1 FROM model_versions v WHERE v.name = NEW.name AND v.version = NEW.version
+            AND v.current_stage <> '{_DELETED_STAGE}') THEN
+        SET v_message = LEFT(CONCAT('prompt-alias: alias ', QUOTE(NEW.alias), ' of ', QUOTE(NEW.name),
+            ' is protected: it must point to an existing version, and version ', NEW.version,
+            ' does not exist', {_mysql_lift("NEW.alias")}), {limit});
+        SIGNAL SQLSTATE '23000' SET MESSAGE_TEXT = v_message, MYSQL_ERRNO = 1452;
+    END IF;"""
+
+
+def _mysql_protected_at_version(limit: int) -> str:
+    return f"""
         SELECT MIN(a.alias) INTO v_alias FROM registered_model_aliases a
-            JOIN prompt_alias_protected p ON p.alias = a.alias
+            JOIN {PROTECTED_TABLE} p ON p.alias = a.alias
             WHERE a.name = OLD.name AND a.version = OLD.version;
         IF v_alias IS NOT NULL THEN
-            {_mysql_refuse("OLD.name", "v_alias")}
+            {_mysql_refuse("OLD.name", "v_alias", limit)}
         END IF;"""
 
 
-def _mysql_static() -> dict[str, str]:
+def _mysql_static(limit: int) -> dict[str, str]:
     p = TRIGGER_PREFIX
     return {
         # Refusals come BEFORE the row changes; the journal comes AFTER, once the row change
@@ -451,13 +566,17 @@ def _mysql_static() -> dict[str, str]:
         # Under a case-insensitive collation (MySQL's and MariaDB's defaults) 'prod' and
         # 'PROD' are one alias, and stock MLflow's set rewrites the row's spelling to each
         # caller's (its merge updates the key). An alias keeps the spelling of its first
-        # event instead: a row created again takes its journal's spelling, and an update
-        # keeps the row's. So each alias has one spelling, in its row and in its journal.
+        # event in the prompt's current history instead: a row created again takes its
+        # journal's spelling, and an update keeps the row's. So each alias has one spelling,
+        # in its row and in its journal.
         f"{p}alias_spelling_insert": f"""
 CREATE TRIGGER {p}alias_spelling_insert BEFORE INSERT ON registered_model_aliases FOR EACH ROW
 BEGIN
+    DECLARE v_message VARCHAR(512);
+    {_mysql_require_version(limit)}
     SET NEW.alias = COALESCE((SELECT e.alias FROM prompt_alias_events AS e
-        WHERE e.name = NEW.name AND e.alias = NEW.alias ORDER BY e.sequence LIMIT 1), NEW.alias);
+        WHERE e.name = NEW.name AND e.incarnation = {_mysql_incarnation("NEW.name")}
+        AND e.alias = NEW.alias ORDER BY e.sequence LIMIT 1), NEW.alias);
 END""",
         f"{p}keep_alias_spelling": f"""
 CREATE TRIGGER {p}keep_alias_spelling BEFORE UPDATE ON registered_model_aliases FOR EACH ROW
@@ -469,16 +588,19 @@ END""",
         f"{p}guard_update": f"""
 CREATE TRIGGER {p}guard_update BEFORE UPDATE ON registered_model_aliases FOR EACH ROW
 BEGIN
-    DECLARE v_message VARCHAR(128);
+    DECLARE v_message VARCHAR(512);
     IF NOT (OLD.name = NEW.name AND OLD.alias = NEW.alias) THEN
-        {_mysql_refuse("OLD.name", "OLD.alias")}
+        {_mysql_refuse("OLD.name", "OLD.alias", limit)}
+    END IF;
+    IF NOT (OLD.version <=> NEW.version) OR OLD.alias <> NEW.alias THEN
+        {_mysql_require_version(limit)}
     END IF;
 END""",
         f"{p}guard_delete": f"""
 CREATE TRIGGER {p}guard_delete BEFORE DELETE ON registered_model_aliases FOR EACH ROW
 BEGIN
-    DECLARE v_message VARCHAR(128);
-    {_mysql_refuse("OLD.name", "OLD.alias")}
+    DECLARE v_message VARCHAR(512);
+    {_mysql_refuse("OLD.name", "OLD.alias", limit)}
 END""",
         f"{p}journal_insert": f"""
 CREATE TRIGGER {p}journal_insert AFTER INSERT ON registered_model_aliases FOR EACH ROW
@@ -514,9 +636,9 @@ BEGIN {_MYSQL_DECLARE}
         WHERE name = OLD.name ORDER BY alias;
     DECLARE CONTINUE HANDLER FOR NOT FOUND SET v_done = 1;
     SELECT MIN(a.alias) INTO v_alias FROM registered_model_aliases a
-        JOIN prompt_alias_protected p ON p.alias = a.alias WHERE a.name = OLD.name;
+        JOIN {PROTECTED_TABLE} p ON p.alias = a.alias WHERE a.name = OLD.name;
     IF v_alias IS NOT NULL THEN
-        {_mysql_refuse("OLD.name", "v_alias")}
+        {_mysql_refuse("OLD.name", "v_alias", limit)}
     END IF;
     OPEN held;
     next_alias: LOOP
@@ -530,13 +652,14 @@ BEGIN {_MYSQL_DECLARE}
 END""",
         # Deleting a version is a soft delete (the stage becomes Deleted_Internal), and
         # before MLflow 3.13 a stock server's leaves the alias rows behind; plain SQL may
-        # delete the row.
+        # delete the row or renumber it.
         f"{p}version_guard_update": f"""
 CREATE TRIGGER {p}version_guard_update BEFORE UPDATE ON model_versions FOR EACH ROW
 BEGIN {_MYSQL_DECLARE}
     DECLARE v_alias VARCHAR(256);
-    IF NEW.current_stage = '{_DELETED_STAGE}' AND OLD.current_stage <> '{_DELETED_STAGE}' THEN
-        {_MYSQL_PROTECTED_AT_VERSION}
+    IF OLD.current_stage <> '{_DELETED_STAGE}' AND (NEW.current_stage = '{_DELETED_STAGE}'
+            OR NEW.version <> OLD.version OR NEW.name <> OLD.name) THEN
+        {_mysql_protected_at_version(limit)}
     END IF;
 END""",
         f"{p}version_guard_delete": f"""
@@ -544,7 +667,7 @@ CREATE TRIGGER {p}version_guard_delete BEFORE DELETE ON model_versions FOR EACH 
 BEGIN {_MYSQL_DECLARE}
     DECLARE v_alias VARCHAR(256);
     IF OLD.current_stage <> '{_DELETED_STAGE}' THEN
-        {_MYSQL_PROTECTED_AT_VERSION}
+        {_mysql_protected_at_version(limit)}
     END IF;
 END""",
         f"{p}model_rename_guard": f"""
@@ -553,44 +676,45 @@ BEGIN {_MYSQL_DECLARE}
     DECLARE v_alias VARCHAR(256);
     IF OLD.name <> NEW.name THEN
         SELECT MIN(a.alias) INTO v_alias FROM registered_model_aliases a
-            JOIN prompt_alias_protected p ON p.alias = a.alias WHERE a.name = OLD.name;
+            JOIN {PROTECTED_TABLE} p ON p.alias = a.alias WHERE a.name = OLD.name;
         IF v_alias IS NOT NULL THEN
-            {_mysql_refuse("OLD.name", "v_alias")}
+            {_mysql_refuse("OLD.name", "v_alias", limit)}
         END IF;
     END IF;
+END""",
+        f"{p}model_create": f"""
+CREATE TRIGGER {p}model_create AFTER INSERT ON registered_models FOR EACH ROW
+BEGIN
+    {_next_incarnation("NEW.name")}
 END""",
         f"{p}model_rename": f"""
 CREATE TRIGGER {p}model_rename AFTER UPDATE ON registered_models FOR EACH ROW
 BEGIN
+    DECLARE v_inc INT;
+    DECLARE v_old_inc INT;
     IF OLD.name <> NEW.name THEN
-        -- The renamed prompt's journal joins whatever history the new name already has (a
-        -- deleted prompt's), renumbered in time order, so sequence and time agree.
-        UPDATE prompt_alias_events e JOIN (
-            SELECT id, ROW_NUMBER() OVER (ORDER BY timestamp, name = OLD.name, sequence) AS rn
-            FROM prompt_alias_events WHERE name IN (OLD.name, NEW.name)
-        ) AS ranked ON e.id = ranked.id
-        SET e.sequence = -ranked.rn, e.name = NEW.name;
-        UPDATE prompt_alias_events SET sequence = -sequence WHERE name = NEW.name;
-        -- Each alias whose latest event in the joined journal is not its state: a baseline.
-        INSERT INTO prompt_alias_events
-            (name, alias, sequence, action, from_version, to_version, actor, timestamp)
-        SELECT NEW.name, a.alias,
-               (SELECT COALESCE(MAX(sequence), 0) FROM prompt_alias_events WHERE name = NEW.name)
-                   + ROW_NUMBER() OVER (ORDER BY a.alias),
-               'baseline', {_LAST_TO}, a.version,
-               IF(ctx.conn_id IS NULL, LEFT(CONCAT(CURRENT_USER(), '{NOT_VIA_PLUGIN}'), 256), ctx.actor),
-               GREATEST(COALESCE(ctx.timestamp, {_MYSQL_NOW_MS}),
-                   (SELECT COALESCE(MAX(timestamp), 0) FROM prompt_alias_events WHERE name = NEW.name))
-        FROM registered_model_aliases AS a
-        LEFT JOIN {CONTEXT_TABLE} AS ctx ON ctx.conn_id = CONNECTION_ID()
-        WHERE a.name IN (OLD.name, NEW.name) AND NOT ({_LAST_TO} <=> a.version);
-        DELETE FROM {COUNTER_TABLE} WHERE name IN (OLD.name, NEW.name);
-        INSERT INTO {COUNTER_TABLE} (name, sequence, timestamp)
-        SELECT NEW.name, MAX(sequence), MAX(timestamp) FROM prompt_alias_events
-        WHERE name = NEW.name HAVING COUNT(*) > 0;
+        -- The history the new name had (a deleted prompt's) becomes an older incarnation;
+        -- the renamed prompt's current history follows it, as the new name's current one.
+        {_next_incarnation("NEW.name")}
+        SET v_inc = COALESCE({_mysql_incarnation("NEW.name")}, 0);
+        SET v_old_inc = {_mysql_incarnation("OLD.name")};
+        IF v_old_inc IS NOT NULL THEN
+            UPDATE prompt_alias_events SET name = NEW.name, incarnation = v_inc
+            WHERE name = OLD.name AND incarnation = v_old_inc;
+            INSERT INTO {COUNTER_TABLE} (name, incarnation, sequence, timestamp)
+            SELECT NEW.name, v_inc, o.sequence, o.timestamp FROM {COUNTER_TABLE} AS o WHERE o.name = OLD.name
+            ON DUPLICATE KEY UPDATE sequence = VALUES(sequence),
+                timestamp = GREATEST({COUNTER_TABLE}.timestamp, VALUES(timestamp));
+            {_next_incarnation("OLD.name")}
+        END IF;
     END IF;
 END""",
     }
+
+
+def _mysql_message_limit(connection: Connection) -> int:
+    version = connection.execute(sqlalchemy.text("SELECT VERSION()")).scalar() or ""
+    return _MARIADB_MESSAGE if "mariadb" in version.lower() else _MYSQL_MESSAGE
 
 
 # ---------------------------------------------------------------- install, check, remove
@@ -604,54 +728,113 @@ def _protected_aliases(connection: Connection) -> list[str]:
     return [r[0] for r in connection.execute(sqlalchemy.select(SqlProtectedAlias.alias))]
 
 
+def _statements(connection: Connection) -> dict[str, str]:
+    """Every trigger (and PostgreSQL function, as ``function NAME``) the journal needs now,
+    by name, with the statement that creates it, in the order they must be created."""
+    dialect = _dialect(connection)
+    if dialect == "sqlite":
+        statements = dict(_sqlite_static())
+        for alias in _protected_aliases(connection):
+            statements.update(_sqlite_protection(alias))
+        return statements
+    if dialect == "postgresql":
+        return {f"function {n}": sql for n, sql in _PG_FUNCTIONS.items()} | _PG_TRIGGERS
+    if dialect == "mysql":
+        return _mysql_static(_mysql_message_limit(connection))
+    raise NotImplementedError(f"journal triggers are not written for {dialect}")
+
+
 def expected(connection: Connection) -> set[str]:
     """Names of every trigger (and, on PostgreSQL, function) the journal needs now."""
     return set(_statements(connection))
 
 
-def present(connection: Connection) -> set[str]:
-    """Names of the package's triggers (and PostgreSQL functions) in the database."""
+def _installed(connection: Connection) -> dict[str, tuple[str, bool]]:
+    """The package's triggers (and PostgreSQL functions) in the database: name -> (their
+    definition as the database reports it, normalized as ``_normalized`` normalizes ours;
+    whether enabled)."""
     dialect = _dialect(connection)
     like = TRIGGER_PREFIX.replace("_", "\\_") + "%"
     if dialect == "sqlite":
         rows = connection.execute(
             sqlalchemy.text(
-                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE :p ESCAPE '\\'"
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE :p ESCAPE '\\'"
             ),
             {"p": like},
         )
-        return {r[0] for r in rows}
+        return {name: (_normalized(sql or ""), True) for name, sql in rows}
     if dialect == "postgresql":
-        triggers = connection.execute(
+        found = {}
+        rows = connection.execute(
             sqlalchemy.text(
-                "SELECT t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                "WHERE NOT t.tgisinternal AND c.relnamespace = current_schema()::regnamespace "
-                "AND t.tgname LIKE :p"
+                "SELECT t.tgname, pg_get_triggerdef(t.oid), t.tgenabled <> 'D' FROM pg_trigger t "
+                "JOIN pg_class c ON c.oid = t.tgrelid WHERE NOT t.tgisinternal "
+                "AND c.relnamespace = current_schema()::regnamespace AND t.tgname LIKE :p"
             ),
             {"p": like},
         )
+        schema = connection.execute(sqlalchemy.text("SELECT current_schema()")).scalar()
+        for name, definition, enabled in rows:
+            definition = definition.replace(f" ON {schema}.", " ON ").replace(f"FUNCTION {schema}.", "FUNCTION ")
+            found[name] = (_normalized(definition.replace("EXECUTE PROCEDURE", "EXECUTE FUNCTION")), enabled)
         functions = connection.execute(
             sqlalchemy.text(
-                "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
+                "SELECT proname, prosrc FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
                 "AND proname LIKE :p"
             ),
             {"p": like},
         )
-        return {r[0] for r in triggers} | {f"function {r[0]}" for r in functions}
+        for name, source in functions:
+            found[f"function {name}"] = (_normalized(source), True)
+        return found
     if dialect == "mysql":
         rows = connection.execute(
             sqlalchemy.text(
-                "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS "
-                "WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE :p"
+                "SELECT TRIGGER_NAME, ACTION_TIMING, EVENT_MANIPULATION, EVENT_OBJECT_TABLE, ACTION_STATEMENT "
+                "FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME LIKE :p"
             ),
             {"p": like},
         )
-        return {r[0] for r in rows}
-    return set()
+        return {
+            name: (_normalized(f"CREATE TRIGGER {name} {timing} {event} ON {table} FOR EACH ROW {body}"), True)
+            for name, timing, event, table, body in rows
+        }
+    return {}
+
+
+def _normalized(sql: str) -> str:
+    """A definition without the differences a database makes in storing it: whitespace runs,
+    and for a PostgreSQL function, everything but its body."""
+    match = re.search(r"\$fn\$(.*)\$fn\$", sql, re.S)
+    if match:
+        sql = match.group(1)
+    return " ".join(sql.split())
+
+
+def present(connection: Connection) -> set[str]:
+    """Names of the package's triggers (and PostgreSQL functions) in the database."""
+    return set(_installed(connection))
+
+
+def problems(connection: Connection) -> dict[str, str]:
+    """Every trigger (or PostgreSQL function) the journal needs that is not as this package
+    installs it: name -> ``missing``, ``disabled`` or ``altered``."""
+    wanted = {name: _normalized(sql) for name, sql in _statements(connection).items()}
+    installed = _installed(connection)
+    found = {}
+    for name, definition in wanted.items():
+        if name not in installed:
+            found[name] = "missing"
+        elif installed[name][0] != definition:
+            found[name] = "altered"
+        elif not installed[name][1]:
+            found[name] = "disabled"
+    return found
 
 
 def missing(connection: Connection) -> set[str]:
-    return expected(connection) - present(connection)
+    """What ``install(only=…)`` has to (re)create: missing, disabled or altered."""
+    return set(problems(connection))
 
 
 def _drop(connection: Connection, names: set[str]) -> None:
@@ -680,31 +863,17 @@ def _drop(connection: Connection, names: set[str]) -> None:
             )
 
 
-def _statements(connection: Connection) -> dict[str, str]:
-    """Every trigger (and PostgreSQL function, as ``function NAME``) the journal needs now,
-    by name, with the statement that creates it, in the order they must be created."""
-    dialect = _dialect(connection)
-    if dialect == "sqlite":
-        statements = dict(_sqlite_static())
-        for alias in _protected_aliases(connection):
-            statements.update(_sqlite_protection(alias))
-        return statements
-    if dialect == "postgresql":
-        return {f"function {n}": sql for n, sql in _PG_FUNCTIONS.items()} | _PG_TRIGGERS
-    if dialect == "mysql":
-        return _mysql_static()
-    raise NotImplementedError(f"journal triggers are not written for {dialect}")
-
-
 def install(connection: Connection, only: set[str] | None = None) -> None:
     """(Re)create every trigger the journal needs, replacing any of ours already there; or,
-    with ``only``, create just those (the missing ones: the others keep working meanwhile,
-    which matters on MySQL, where each DDL statement commits)."""
+    with ``only``, just those (the missing, disabled or altered ones: the others keep working
+    meanwhile, which matters on MySQL, where each DDL statement commits)."""
     statements = _statements(connection)
     if only is None:
         _drop(connection, present(connection))
     else:
         statements = {name: sql for name, sql in statements.items() if name in only}
+        # A disabled or altered one is replaced (PostgreSQL functions replace themselves).
+        _drop(connection, {name for name in statements if not name.startswith("function ")} & present(connection))
     for statement in statements.values():
         connection.exec_driver_sql(statement)
 
@@ -729,61 +898,58 @@ def unprotect(connection: Connection, alias: str) -> None:
 # ---------------------------------------------------------------- the write context
 
 
-def _pg_context(actor: str | None, action: str | None, timestamp: int) -> str:
-    """The value of the PostgreSQL setting the triggers parse (``ctx->>'actor'`` …)."""
-    return json.dumps({"actor": actor, "action": action, "timestamp": timestamp})
-
-
-def context_statements(
-    dialect: str, actor: str | None, action: str | None, timestamp: int
-) -> tuple[sqlalchemy.TextClause, dict, sqlalchemy.TextClause | None]:
+def context_statements(dialect: str, actor: str | None, action: str | None):
     """(statement that opens the write context, its parameters, statement that closes it).
 
     The context is seen only by the transaction that sets it: a transaction-local setting
     on PostgreSQL; elsewhere a row keyed by the connection, deleted before commit (and gone
-    with a rollback).
+    with a rollback). Its time is the database's, taken as it opens.
     """
     if dialect == "postgresql":
-        return (
-            sqlalchemy.text(f"SELECT set_config('{_PG_SETTING}', :ctx, true)"),
-            {"ctx": _pg_context(actor, action, timestamp)},
-            None,
-        )
+        return PG_CONTEXT, {"prompt_alias_actor": actor, "prompt_alias_action": action}, None
     conn_id = "CONNECTION_ID()" if dialect == "mysql" else "0"
     return (
         sqlalchemy.text(
             f"INSERT INTO {CONTEXT_TABLE} (conn_id, actor, action, timestamp) "
-            f"VALUES ({conn_id}, :actor, :action, :timestamp)"
+            f"VALUES ({conn_id}, :actor, :action, {NOW_MS[dialect]})"
         ),
-        {"actor": actor, "action": action, "timestamp": timestamp},
+        {"actor": actor, "action": action},
         sqlalchemy.text(f"DELETE FROM {CONTEXT_TABLE} WHERE conn_id = {conn_id}"),
     )
 
 
-def pg_context_value(actor: str | None, action: str | None, timestamp: int) -> str:
-    """PostgreSQL: the write context, as the value of ``PG_CONTEXT_CONDITION``'s parameter."""
-    return _pg_context(actor, action, timestamp)
-
-
-# PostgreSQL: a WHERE condition that sets the write context (the bound parameter
-# ``prompt_alias_context``), so a single-statement write carries it (one round trip fewer).
-# It has no columns, so PostgreSQL evaluates it once, before the statement touches a row.
-PG_CONTEXT_CONDITION = (
-    sqlalchemy.select(
-        sqlalchemy.func.set_config(_PG_SETTING, sqlalchemy.bindparam("prompt_alias_context"), True)
-    ).scalar_subquery().is_not(None)
+# PostgreSQL: the write context, built by the database (its clock) from the bound parameters
+# ``prompt_alias_actor`` and ``prompt_alias_action``.
+_PG_CONTEXT_VALUE = sqlalchemy.func.set_config(
+    _PG_SETTING,
+    sqlalchemy.cast(
+        sqlalchemy.func.json_build_object(
+            "actor", sqlalchemy.cast(sqlalchemy.bindparam("prompt_alias_actor"), sqlalchemy.Text),
+            "action", sqlalchemy.cast(sqlalchemy.bindparam("prompt_alias_action"), sqlalchemy.Text),
+            "timestamp", sqlalchemy.literal_column(NOW_MS["postgresql"]),
+        ),
+        sqlalchemy.Text,
+    ),
+    True,
 )
+PG_CONTEXT = sqlalchemy.select(_PG_CONTEXT_VALUE)
+# The same as a WHERE condition, so a single-statement write carries it (one round trip
+# fewer). It has no columns, so PostgreSQL evaluates it once, before the statement touches a
+# row.
+PG_CONTEXT_CONDITION = sqlalchemy.select(_PG_CONTEXT_VALUE).scalar_subquery().is_not(None)
 
 
 def protection_refusal(error: BaseException | None) -> str | None:
     """The message of a trigger's refusal to remove a protected alias, if ``error`` is one."""
     if not isinstance(error, sqlalchemy.exc.DBAPIError):
         return None
-    text = str(error.orig)
+    args = getattr(error.orig, "args", ())
+    # PyMySQL's is (code, message); the others' message is their text.
+    text = args[1] if len(args) >= 2 and isinstance(args[1], str) else str(error.orig)
     start = text.find("prompt-alias: alias ")
     if start < 0:
         return None
-    return text[start:].splitlines()[0].rstrip("\")'")
+    return text[start:].splitlines()[0]
 
 
 def is_permission_error(error: BaseException) -> bool:
