@@ -11,10 +11,17 @@ PORT ?= 5000
 # database URI); the model registry, where aliases live, goes through prompt-alias+.
 DATABASE_URL ?= sqlite:///mlflow.db
 PYTEST_ARGS ?=
+# Which tests, as a pytest -m expression (CI: `MARKS="every_minor and not mysql"` on the minors).
+MARKS ?=
+# Most tests run on two workers (pytest-xdist; a module's tests stay on one worker, so its
+# servers start once, and the long groups go first: tests/conftest.py); the few that time
+# sub-second propagation (marked `alone`) then run by themselves. XDIST= runs everything in
+# one process.
+XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 # `make serve-auth`: MLflow's auth config, users' database and Flask secret (generated once).
 AUTH_DIR ?= .mlflow-auth
 
-.PHONY: install wheel serve serve-auth test clean
+.PHONY: install wheel serve serve-auth test test-quick coverage clean
 
 # The dependencies, the test tools and MLflow $(MLFLOW), once per change of the package
 # metadata or of the MLflow release.
@@ -43,9 +50,28 @@ serve: install
 serve-auth: install
 	scripts/serve-auth $(BIN) $(AUTH_DIR) $(DATABASE_URL) $(HOST) $(PORT)
 
+# MARKS and a part's own selection, as one -m expression; pytest's exit code 5 (no test
+# selected) is not a failure of a part.
+marks = -m "$(if $(MARKS),($(MARKS)) and )$(1)"
+pytest = $(BIN)/python -P -m pytest $(1) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
 # -P: the checkout is not put on sys.path, so the tests import the installed wheel.
 test: install
-	$(BIN)/python -P -m pytest $(PYTEST_ARGS)
+	$(call pytest,$(XDIST) $(call marks,not alone))
+	$(call pytest,$(call marks,alone))
+
+# Branch coverage of the installed package over the whole suite (every process it starts),
+# one pytest run per test module (scripts/coverage; PYTEST_ARGS as for `make test`).
+coverage: install
+	scripts/coverage $(VENV) $(PYTEST_ARGS)
+
+# The inner loop, before every commit: every in-process test on SQLite; no server process,
+# no PostgreSQL or MariaDB, no fresh environment (a test that starts a server here fails,
+# saying to mark it).
+QUICK = not server and not postgres and not mysql and not release
+test-quick: install
+	PROMPT_ALIAS_TEST_QUICK=1 $(call pytest,$(XDIST) $(call marks,$(QUICK) and not alone))
+	PROMPT_ALIAS_TEST_QUICK=1 $(call pytest,$(call marks,$(QUICK) and alone))
 
 clean:
 	rm -rf $(VENV) .venv-* *.egg-info .pytest_cache build dist .build.lock

@@ -78,18 +78,21 @@ def assert_same_as_stock(stock_uri: str, plugin_uri: str, scenario) -> list[tupl
 
 
 def db_snapshot(uri: str, exclude_prefix: str | None = None) -> dict[str, list[tuple]]:
-    """Every row of every table, sorted: compare two snapshots to prove nothing changed."""
+    """Every row of every table, sorted: compare two snapshots to prove nothing changed.
+
+    The rows as the database stores them (``SELECT *``, no column types applied): reflecting
+    the whole schema for typed rows cost a quarter of a second per snapshot, most of the
+    differential tests' time."""
     db_uri = uri.removeprefix("prompt-alias+")
     engine = sqlalchemy.create_engine(db_uri)
     try:
-        metadata = sqlalchemy.MetaData()
-        metadata.reflect(engine)
+        quote = engine.dialect.identifier_preparer.quote
         snapshot = {}
         with engine.connect() as conn:
-            for name, table in sorted(metadata.tables.items()):
+            for name in sorted(sqlalchemy.inspect(conn).get_table_names()):
                 if exclude_prefix and name.startswith(exclude_prefix):
                     continue
-                rows = conn.execute(sqlalchemy.select(table)).all()
+                rows = conn.execute(sqlalchemy.text(f"SELECT * FROM {quote(name)}")).all()
                 snapshot[name] = sorted((tuple(map(repr, row)) for row in rows))
         return snapshot
     finally:

@@ -21,12 +21,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A server's MLflow job runner (huey consumers: 6–8 processes, each importing MLflow) starts
+# only when the backend store is a plain database URI; it costs several seconds of CPU at
+# every start and nothing a test here looks at, but for the tests about it (``jobs=True``).
+NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextmanager
-def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: int = 1, env=None):
+def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: int = 1, env=None, jobs: bool = False):
     """Start ``mlflow server`` on a free port, wait until it answers, stop it afterwards.
+    Without MLflow's job runner unless ``jobs``.
 
     Yields ``(url, log_path)``.
     """
+    if os.environ.get("PROMPT_ALIAS_TEST_QUICK"):  # `make test-quick`: no server processes
+        import pytest
+
+        pytest.fail("this test starts an mlflow server: mark it @pytest.mark.server (make test-quick leaves those out)")
     port = free_port()
     log_path = workdir / f"server-{port}.log"
     cmd = [
@@ -36,7 +47,7 @@ def mlflow_server(backend_store_uri: str, workdir: Path, *extra: str, workers: i
         "--workers", str(workers),
         *extra,
     ]  # fmt: skip
-    server_env = {**os.environ, **(env or {})}
+    server_env = {**os.environ, **({} if jobs else NO_JOBS), **(env or {})}
     for client_only in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         server_env.pop(client_only, None)
     with open(log_path, "wb") as log:

@@ -30,6 +30,67 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+# pytest-xdist (`make test`: -n 2 --dist loadgroup --no-loadscope-reorder): which tests run on
+# one worker together, and in what order the groups are handed out. A module's tests go
+# together (its module-scoped servers and databases start once on one worker); each page of
+# test_docs.py and each benchmark smoke run is a group of its own (minutes each, no shared
+# fixture). The groups known to be long go first, longest first (from CI's --durations), so
+# that the last ones handed out are short and the two workers end together; the documented
+# benchmark commands (README.md, docs/benchmarks.md) go after test_benchmarks.py's runs of the
+# same commands, whose output they reuse (test_benchmarks._run).
+LONG_GROUPS_FIRST = (
+    "test_benchmarks.py::test_server_benchmark_runs",
+    "test_trust.py",
+    "test_docs.py::test_examples_run_as_written[docs/auth.md]",
+    "test_benchmarks.py::test_live_benchmark_runs",
+    "test_database_journal.py",
+    "test_hostile_input.py",
+    "test_live_aliases.py",
+    "test_auth_app.py",
+    "test_concurrency.py",
+    "test_server_app.py",
+    "test_packaging.py",
+    "test_benchmarks.py::test_store_benchmark_runs",
+    "test_benchmarks.py::test_cli_benchmark_runs",
+    "test_benchmarks.py::test_web_benchmark_runs",
+    "test_benchmarks.py::test_auth_check_benchmark_runs",
+)
+SPLIT_MODULES = ("test_docs.py", "test_benchmarks.py")
+
+
+def _group(item) -> str:
+    module = item.nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return f"{module}::{item.name}" if module in SPLIT_MODULES else module
+
+
+# A test that uses a database server's fixture is marked for it, whatever its own marks say
+# (`make test-quick` leaves out `postgres` and `mysql`).
+SERVER_FIXTURES = {"postgres_databases": "postgres", "postgres_uri": "postgres",
+                   "mysql_databases": "mysql", "mysql_uri": "mysql"}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects, and before xdist reads xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for marker in {SERVER_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in SERVER_FIXTURES}:
+            item.add_marker(marker)
+    if getattr(config.option, "dist", "no") != "loadgroup":
+        return
+    rank = {group: i for i, group in enumerate(LONG_GROUPS_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: the rest as collected
+
+
+def pytest_collection_finish(session):
+    # What collection imported (MLflow, SQLAlchemy, the package, the test modules) lives as
+    # long as the session: out of the cyclic collector's sight, the gc.collect() after every
+    # test (_reset_mlflow_caches) scans what the tests made, not MLflow's whole import graph
+    # (a quarter of a million objects, 0.1-0.2 s per test).
+    gc.collect()
+    gc.freeze()
+
+
 def unavailable(reason: str):
     """Skip a test whose service is down; under CI=true that is a failure, not a skip."""
     if IN_CI:

@@ -362,7 +362,7 @@ def test_serve_auth_generates_the_admin_password_and_prints_it_once(tmp_path):
     import subprocess
     import sys
 
-    from _server import free_port
+    from _server import NO_JOBS, free_port
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "serve-auth"
     auth_dir = tmp_path / "auth"
@@ -374,7 +374,7 @@ def test_serve_auth_generates_the_admin_password_and_prints_it_once(tmp_path):
             proc = subprocess.Popen(
                 [str(script), str(Path(sys.executable).parent), str(auth_dir), f"sqlite:///{tmp_path / 'mlflow.db'}",
                  "127.0.0.1", str(port)], stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
-                start_new_session=True)  # fmt: skip
+                env={**os.environ, **NO_JOBS}, start_new_session=True)  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
         while True:

@@ -3,32 +3,54 @@ the figures are for docs/benchmarks.md, not for pass/fail)."""
 
 from __future__ import annotations
 
+import fcntl
 import functools
+import hashlib
+import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
+from _server import NO_JOBS
 
 ROOT = Path(__file__).parent.parent
 OPERATIONS = ("resolve by alias (store)", "resolve by version (store)", "load_prompt @alias, cache off",
               "set_prompt_alias (move)", "delete_prompt_alias")  # fmt: skip
 
 
-# Once per session for the same arguments: tests/test_docs.py runs the documented benchmark
-# commands through this too, several of them the same as the ones below (a failed run is
-# not kept, so it runs again).
+# Once per test session for the same arguments, across pytest-xdist's workers too:
+# tests/test_docs.py runs the documented benchmark commands through this, several of them the
+# same as the ones below. The output is kept in a file the whole session shares, under a lock
+# (a second worker asking for the same run waits for the first's); a failed run is not kept,
+# so it runs again.
+_SHARED = Path(os.environ.get("PROMPT_ALIAS_TEST_SHARED") or tempfile.gettempdir())
+
+
 @functools.cache
 def _run(module: str, *args: str) -> str:
-    # `python -m` would put the checkout first on sys.path and benchmark its sources; the
-    # checkout goes last instead, so `benchmarks` is found there and the package under test
-    # is the installed one, as in every other test.
-    code = f"import runpy, sys; sys.path.append({str(ROOT)!r}); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
-    result = subprocess.run([sys.executable, "-P", "-c", code, "--quick", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+    key = hashlib.sha256(json.dumps([module, *args, os.environ.get("PYTEST_XDIST_TESTRUNUID", str(os.getpid()))])
+                         .encode()).hexdigest()[:16]  # fmt: skip
+    kept = _SHARED / f"prompt-alias-benchmark-{key}.out"
+    with open(f"{kept}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.exists():
+            return kept.read_text()
+        # `python -m` would put the checkout first on sys.path and benchmark its sources; the
+        # checkout goes last instead, so `benchmarks` is found there and the package under test
+        # is the installed one, as in every other test.
+        code = f"import runpy, sys; sys.path.append({str(ROOT)!r}); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+        # The servers a smoke run starts go without MLflow's job runner (some 20 s of CPU per
+        # stock server start): the figures of a smoke run mean nothing (docs/benchmarks.md's
+        # are from full runs, with it).
+        result = subprocess.run([sys.executable, "-P", "-c", code, "--quick", *args], cwd=ROOT,
+                                env={**os.environ, **NO_JOBS}, capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        kept.write_text(result.stdout)
+        return result.stdout
 
 
 def test_store_benchmark_runs(postgres_databases):

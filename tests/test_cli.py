@@ -1,5 +1,13 @@
-"""The ``mlflow-prompt-alias`` console script, run as a subprocess: every command, both
-output formats, and one-line errors with a non-zero exit."""
+"""The ``mlflow-prompt-alias`` command: every command, both output formats, and one-line
+errors with a non-zero exit.
+
+Against a server (``http://``) each call runs the console script as a subprocess, as a user
+runs it (it imports no MLflow there: a fraction of a second). Against a ``prompt-alias+``
+database each call runs the installed command in this process through click's test runner:
+the same code, arguments, environment, output streams and exit code, without a new process
+that imports MLflow (2–3 s) for every one of some sixty calls. ``test_the_console_script``
+runs those in-process commands through the console script too.
+"""
 
 from __future__ import annotations
 
@@ -8,24 +16,38 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy
+from click.testing import CliRunner
 
 import mlflow
 import mlflow.genai
 
-from mlflow_prompt_alias_store._cli import parse_time
+from mlflow_prompt_alias_store._cli import cli, parse_time
 
 CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
 
 
-def run(*args, uri=None, env_uri=None):
+def _subprocess(args, env_uri):
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     if env_uri:
         env["MLFLOW_TRACKING_URI"] = env_uri
-    cmd = [CLI, *args] + (["--tracking-uri", uri] if uri else [])
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def run(*args, uri=None, env_uri=None, subprocess_=None):
+    """The command's result (``returncode``, ``stdout``, ``stderr``): a subprocess over
+    ``http://`` (or with ``subprocess_=True``), click's runner in this process otherwise."""
+    args = [*args] + (["--tracking-uri", uri] if uri else [])
+    target = uri or env_uri or ""
+    if subprocess_ or (subprocess_ is None and target.startswith("http")):
+        return _subprocess(args, env_uri)
+    result = CliRunner().invoke(cli, args, env={"MLFLOW_TRACKING_URI": env_uri}, prog_name="mlflow-prompt-alias")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 def ok(*args, **kwargs):
@@ -145,7 +167,17 @@ def test_set_and_delete(uri):
 def test_version():
     from importlib.metadata import version
 
-    assert ok("--version").strip() == f"mlflow-prompt-alias, version {version('mlflow-prompt-alias-store')}"
+    assert ok("--version", subprocess_=True).strip() == f"mlflow-prompt-alias, version {version('mlflow-prompt-alias-store')}"
+
+
+def test_the_console_script(uri):
+    """The installed console script, in-process mode, as a user runs it: the same answers as
+    the command the other tests run through click's runner."""
+    args = ("history", "qa_prompt", "--output", "json")
+    console, runner = run(*args, uri=uri, subprocess_=True), run(*args, uri=uri)
+    assert (console.returncode, console.stdout) == (runner.returncode, runner.stdout) == (0, runner.stdout), console.stderr
+    failed = run("rollback", "ghost", "production", uri=uri, subprocess_=True)
+    assert (failed.returncode, failed.stderr.strip()) == (1, "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=ghost not found")
 
 
 @pytest.mark.server

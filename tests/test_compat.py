@@ -306,6 +306,8 @@ def test_a_registry_store_without_read_replicas_is_refused(monkeypatch, sqlite_u
     _refused("read_replicas", lambda: PromptAliasRegistryStore(sqlite_uri))
 
 
+@pytest.mark.skipif(_compat.mlflow_minor() != _compat.NEWEST_TESTED,
+                    reason="the next release is played by the newest tested one (an older one lacks its names)")
 def test_a_newer_mlflow_with_every_name_runs_with_one_warning(monkeypatch, sqlite_uri):
     monkeypatch.setattr(mlflow.version, "VERSION", f"{_compat.NEWEST_TESTED[0]}.{_compat.NEWEST_TESTED[1] + 1}.0")
     with pytest.warns(RuntimeWarning, match=f"tested with MLflow {_compat.TESTED_RANGE}") as caught:

@@ -57,7 +57,9 @@ else is changed. What the docs say -> what runs. Why.
    the checkout. ``PYTHONSAFEPATH``: ``mlflow server`` starts its workers with ``python -m
    uvicorn``, which from the checkout root would import the checkout's sources, not the wheel.
 5. ``make test`` -> not run; asserted to be exactly the command ``.ci/run`` runs on the newest
-   MLflow. It is the command running these tests.
+   MLflow. It is the command running these tests. ``make test-quick`` and ``make coverage``
+   -> not run (they run this suite again); asserted to be the Makefile's targets, test-quick
+   with the selection README describes.
 6. ``pip install ARGS`` -> ``<scratch venv>/bin/pip install ARGS``, cwd the checkout, holding
    the Makefile's build lock, ``build/`` and the egg-info removed afterwards. A reader's pip
    installs into their environment, not into this one: a virtual environment made for the
@@ -90,7 +92,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from _server import free_port, stop, wait_until_up
+from _server import NO_JOBS, free_port, stop, wait_until_up
 from test_benchmarks import _run as run_benchmark
 
 import mlflow
@@ -112,11 +114,14 @@ BENCHMARK_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 RAISES = re.compile(r"#\s*raises MlflowException\b")
 SERVER_TIMEOUT = 90
 
-pytestmark = pytest.mark.skipif(
-    mlflow.__version__ != NEWEST,
-    reason=f"the docs describe the newest release of the tested range, MLflow {NEWEST} "
-    f"(the Makefile's MLFLOW); this is {mlflow.__version__}",
-)
+pytestmark = [
+    pytest.mark.release,
+    pytest.mark.skipif(
+        mlflow.__version__ != NEWEST,
+        reason=f"the docs describe the newest release of the tested range, MLflow {NEWEST} "
+        f"(the Makefile's MLFLOW); this is {mlflow.__version__}",
+    ),
+]
 
 
 @dataclass
@@ -185,8 +190,10 @@ def _kind(command: str) -> str:
     if words[:2] == ["mlflow", "server"]:
         kind = "server"
     elif words[:1] == ["make"]:
-        assert words[1:] in (["serve"], ["serve-auth"], ["test"]), f"a make command the runner does not know: {command}"
-        kind = "make-test" if words[1] == "test" else "make-serve"
+        assert words[1:] in (["serve"], ["serve-auth"], ["test"], ["test-quick"], ["coverage"]), (
+            f"a make command the runner does not know: {command}"
+        )
+        kind = {"test": "make-test", "test-quick": "make-suite", "coverage": "make-suite"}.get(words[1], "make-serve")
     elif len(words) > 2 and re.fullmatch(r"(.*/)?python3?", words[0]) and words[1] == "-m" and words[2].startswith("benchmarks."):
         kind = "benchmark"
     elif words[:2] == ["pip", "install"]:
@@ -220,7 +227,9 @@ class PageRun:
         self.logs.mkdir()
         monkeypatch.chdir(self.work)
         self.port = str(free_port())
-        self.shell_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        # Servers the page starts run without MLflow's job runner (NO_JOBS: some 20 s of CPU per
+        # start on a plain database URI, and nothing a page shows; the server tests test it).
+        self.shell_env = {**os.environ, **NO_JOBS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
         self.synced = dict(os.environ)  # the environment as the python blocks last saw it
         self.namespace: dict = {"__name__": "__main__"}
         self.servers: dict[str, subprocess.Popen] = {}  # port -> its server's process
@@ -263,6 +272,8 @@ class PageRun:
                 self.make_serve(_words(command)[1])
             elif kind == "make-test":
                 self.make_test(command, where)
+            elif kind == "make-suite":
+                self.make_suite(command, where)
             elif kind == "benchmark":
                 self.benchmark(_words(command))
             elif kind == "pip":
@@ -339,6 +350,18 @@ class PageRun:
         # The newest's job is `make test` as written: no arguments, nothing exported for it.
         assert re.search(r'^\s*newest\) args=\(\) *;;', ci, flags=re.MULTILINE), ".ci/run: the newest's make test has arguments"
         assert re.search(r'^\s*if make test "\$\{args\[@\]\}"', ci, flags=re.MULTILINE), ".ci/run runs no make test"
+
+    def make_suite(self, command: str, where: str) -> None:
+        # Other runs of this very suite: not run here (`make test` runs every test they run);
+        # the target must be the Makefile's, with the pytest selection the page describes.
+        target = _words(command)[1]
+        makefile = (ROOT / "Makefile").read_text()
+        assert re.search(rf"^{re.escape(target)}: install$", makefile, flags=re.MULTILINE), f"{where}: no target {target}"
+        if target == "test-quick":
+            quick = re.search(r"^QUICK = (.*)$", makefile, flags=re.MULTILINE)
+            assert quick and quick[1] == "not server and not postgres and not mysql and not release", (
+                f"{where}: make test-quick is not what README says"
+            )
 
     def benchmark(self, words: list[str]) -> None:
         module, args = words[2], words[3:]

@@ -693,10 +693,13 @@ def _cli(*args, timeout=30):
     return out, time.monotonic() - start
 
 
-def test_a_server_without_the_app_says_so_at_once(pair, servers):
-    if pair.engine != "sqlite":
-        pytest.skip("one engine is enough")
-    stock_url, _ = servers  # a stock server: no --app-name prompt-alias
+@pytest.mark.alone  # (times a refusal: under 2 s)
+def test_a_server_without_the_app_says_so_at_once(stock_sqlite_uri, tmp_path):
+    with mlflow_server(stock_sqlite_uri, tmp_path) as (stock_url, _):  # a stock server: no --app-name
+        _a_server_without_the_app_says_so_at_once(stock_url)
+
+
+def _a_server_without_the_app_says_so_at_once(stock_url: str) -> None:
     start = time.monotonic()
     with pytest.raises(MlflowException, match="without --app-name prompt-alias") as e:
         PromptAliasClient(stock_url).get_alias_history("qa")
@@ -709,10 +712,9 @@ def test_a_server_without_the_app_says_so_at_once(pair, servers):
     assert seconds < 2, seconds
 
 
-def test_the_app_without_a_prompt_alias_store_says_so_at_once(pair, tmp_path):
-    if pair.engine != "sqlite":
-        pytest.skip("one engine is enough")
-    with mlflow_server(pair.stock_uri, tmp_path, "--app-name", "prompt-alias") as (url, _):
+@pytest.mark.alone  # (times a refusal: under 2 s)
+def test_the_app_without_a_prompt_alias_store_says_so_at_once(stock_sqlite_uri, tmp_path):
+    with mlflow_server(stock_sqlite_uri, tmp_path, "--app-name", "prompt-alias") as (url, _):
         r = requests.get(url + EXT + "/history", params={"name": "qa"}, timeout=30)
         assert (r.status_code, r.json()["error_code"]) == (501, "NOT_IMPLEMENTED")  # not retried
         start = time.monotonic()

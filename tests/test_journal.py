@@ -335,6 +335,7 @@ def test_actor_through_mlflow_server_is_the_basic_auth_user(sqlite_uri, tmp_path
     assert event.actor == "carol"  # from the request's Authorization header, not the server's env
 
 
+@pytest.mark.server
 def test_a_remote_write_that_names_nobody_is_anonymous_with_the_clients_address(sqlite_uri, tmp_path, monkeypatch):
     """Without authentication, what the server records of a write is what reaches it: the
     basic-auth name a client sends, else an explicit anonymous actor with the client's address

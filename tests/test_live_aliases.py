@@ -131,6 +131,7 @@ def test_bad_watch_arguments_are_invalid_parameter_value(sqlite_uri, kwargs):
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
+@pytest.mark.alone
 @pytest.mark.postgres
 @pytest.mark.every_minor
 @pytest.mark.parametrize("driver", ["postgresql", "postgresql+psycopg2"], ids=["psycopg", "psycopg2"])
@@ -283,6 +284,7 @@ def _propagation(writer_url: str, consumer_url: str) -> list[float]:
         consumer.wait()
 
 
+@pytest.mark.alone
 @pytest.mark.server
 @pytest.mark.every_minor
 def test_watch_and_live_cache_through_the_server(server):
@@ -304,6 +306,7 @@ def test_watch_and_live_cache_through_the_server(server):
         watch.close()
 
 
+@pytest.mark.alone
 @pytest.mark.every_minor
 def test_propagation_in_process_on_sqlite(sqlite_uri):
     """Consumer and writer processes on one prompt-alias+sqlite database, no server."""
@@ -314,6 +317,7 @@ def test_propagation_in_process_on_sqlite(sqlite_uri):
     assert max(delays) < 1.0, delays
 
 
+@pytest.mark.alone
 @pytest.mark.server
 @pytest.mark.postgres
 def test_propagation_through_two_replicas_on_postgresql(postgres_uri, tmp_path):
@@ -520,6 +524,7 @@ def _request_times(url: str, count: int = 60) -> float:
     return sorted(times)[len(times) // 2]
 
 
+@pytest.mark.alone
 @pytest.mark.server
 def test_a_thousand_idle_watchers_hold_no_worker_and_all_wake(server):
     url, _ = server

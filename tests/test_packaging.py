@@ -23,6 +23,9 @@ import mlflow.genai
 import mlflow_prompt_alias_store
 from mlflow_prompt_alias_store import _compat
 
+# What a release ships, built and installed as users get it (make test-quick leaves it out).
+pytestmark = pytest.mark.release
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCE = ROOT / "mlflow_prompt_alias_store"
 DIST_NAME = "mlflow-prompt-alias-store"

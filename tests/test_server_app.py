@@ -41,7 +41,9 @@ def server(_sqlite_template, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("app-server")
     shutil.copy(_sqlite_template, workdir / "app.db")
     uri = f"prompt-alias+sqlite:///{workdir / 'app.db'}"
-    with mlflow_server(uri, workdir, "--app-name", "prompt-alias", workers=2, env=SERVER_ENV) as (url, _):
+    # (jobs: the job API's answer with ours as the backend store is what a test looks at; no
+    # job runner starts there anyway)
+    with mlflow_server(uri, workdir, "--app-name", "prompt-alias", workers=2, env=SERVER_ENV, jobs=True) as (url, _):
         yield url, uri
 
 
@@ -371,7 +373,7 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
 
     db = tmp_path / "split.db"
     split = ("--registry-store-uri", f"prompt-alias+sqlite:///{db}", "--app-name", "prompt-alias")
-    with mlflow_server(f"sqlite:///{db}", tmp_path, *split, workers=2) as (split_url, log_path):
+    with mlflow_server(f"sqlite:///{db}", tmp_path, *split, workers=2, jobs=True) as (split_url, log_path):
         if _compat.HAS_JOBS:
             r = requests.post(split_url + "/ajax-api/3.0/jobs/search", json={})
             assert (r.status_code, r.json()) == (200, {"jobs": []})

@@ -181,6 +181,7 @@ def _bypasses(dialect: str) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("engine", ENGINES)
 def test_every_bypass_is_found_refused_until_repaired_and_repaired(engine, request, tmp_path):
     """Each bypass the database cannot refuse, on a real server watching the database: within
@@ -336,6 +337,7 @@ def plugin_server(tmp_path_factory, _sqlite_template):
         yield url, uri
 
 
+@pytest.mark.server
 @pytest.mark.parametrize("mode", ["502", "drop"])
 def test_a_lost_answer_never_applies_a_write_twice_or_reports_it_failed(plugin_server, mode, monkeypatch):
     url, uri = plugin_server
@@ -409,22 +411,90 @@ def _undone_correctly(events) -> list[str]:
     return wrong
 
 
+# The time-bound scenarios run at once, in one pool: each holds its writers for its whole
+# window whatever else runs (more contention only makes a race likelier), and together they
+# take the longest window, not the sum.
+RACE_SECONDS, FLEET_SECONDS = 30, 60
+
+
+def _database(request, engine: str) -> str | None:
+    """A fresh migrated ``prompt-alias+`` database of ``engine`` for a module-scoped fixture,
+    or ``None`` where that server is unavailable (the tests that need it then skip, or fail
+    under CI=true)."""
+    import shutil
+    import uuid
+
+    if engine == "sqlite":
+        path = request.getfixturevalue("tmp_path_factory").mktemp("time-bound") / f"{uuid.uuid4().hex}.db"
+        shutil.copy(request.getfixturevalue("_sqlite_template"), path)
+        return f"prompt-alias+sqlite:///{path}"
+    try:
+        dbs = request.getfixturevalue({"postgresql": "postgres_databases", "mysql": "mysql_databases"}[engine])
+    except pytest.skip.Exception:
+        return None
+    if engine == "postgresql":
+        return "prompt-alias+" + dbs.url(dbs.create(template=dbs.template))
+    from conftest import _initialize
+
+    uri = "prompt-alias+" + dbs.url(dbs.create())
+    _initialize(uri)
+    return uri
+
+
+@pytest.fixture(scope="module")
+def time_bound(request):
+    """Start every time-bound scenario together; ``result(name)`` waits for one. Scenarios:
+    ``race-<engine>`` (3 stock writers moving the alias, 2 processes rolling it back) and
+    ``fleet-mysql`` (4 plugin and 4 stock processes moving one alias)."""
+    selected = {item.nodeid for item in request.session.items}
+
+    def wanted(test: str) -> bool:
+        return any(test in nodeid for nodeid in selected)
+
+    scenarios = {}
+    for param in ENGINES:
+        if not wanted(f"test_rollbacks_racing_stock_writers_undo_exactly_what_they_say[{param.id}]"):
+            continue
+        uri = _database(request, param.id)
+        if uri is None:
+            continue
+        _prompt(uri, versions=5)
+        PromptAliasRegistryStore(uri).set_registered_model_alias("qa", "production", 1)
+        tasks = [("moves_for", plain(uri), "qa", "production", RACE_SECONDS, [1, 2, 3, 4, 5], i) for i in range(3)]
+        tasks += [("rollbacks_only_for", uri, "qa", "production", RACE_SECONDS, [], i) for i in range(2)]
+        scenarios[f"race-{param.id}"] = (uri, tasks)
+    mysql = _database(request, "mysql") if wanted("test_plugin_writers_beside_stock_writers_fail_no_stock_write") else None
+    if mysql is not None:
+        _prompt(mysql)
+        PromptAliasRegistryStore(mysql).set_registered_model_alias("qa", "production", 1)
+        scenarios["fleet-mysql"] = (mysql, [
+            ("moves_for", mysql if i % 2 else plain(mysql), "qa", "production", FLEET_SECONDS, [1, 2, 3], i)
+            for i in range(8)])  # fmt: skip
+    tasks = [(name, task) for name, (_, ts) in scenarios.items() for task in ts]
+    with multiprocessing.get_context("spawn").Pool(len(tasks)) as pool:
+        pending = pool.starmap_async(_workers.run, [task for _, task in tasks], chunksize=1)
+        results: dict[str, list] = {}
+
+        def result(name: str):
+            if name not in scenarios:
+                pytest.skip(f"{name}: its database is not available here")
+            if not results:
+                for (owner, task), outcome in zip(tasks, pending.get(timeout=FLEET_SECONDS + 300)):
+                    results.setdefault(owner, []).append((task, outcome))
+            return scenarios[name][0], results[name]
+
+        yield result
+
+
 @pytest.mark.parametrize("engine", ENGINES)
-def test_rollbacks_racing_stock_writers_undo_exactly_what_they_say(engine, request, tmp_path):
+def test_rollbacks_racing_stock_writers_undo_exactly_what_they_say(engine, time_bound, request):
     """3 stock writers move the alias and 2 processes roll it back, 30 s: every rollback event
     undoes exactly the change before it on the undo stack, every event a rollback call returned
     is that call's own, and the journal explains the final state."""
-    uri = request.getfixturevalue(engine)
-    _prompt(uri, versions=5)
-    PromptAliasRegistryStore(uri).set_registered_model_alias("qa", "production", 1)
-    seconds = 30
-    args = [("moves_for", plain(uri), "qa", "production", seconds, [1, 2, 3, 4, 5], i) for i in range(3)]
-    args += [("rollbacks_only_for", uri, "qa", "production", seconds, [], i) for i in range(2)]
-    with multiprocessing.get_context("spawn").Pool(5) as pool:
-        results = pool.starmap(_workers.run, args, chunksize=1)
-    errors = [e for (_, _, errs) in results for e in errs]
+    uri, outcomes = time_bound(f"race-{request.node.callspec.id}")
+    errors = [e for _, (_, _, errs) in outcomes for e in errs]
     assert errors == [], errors[:3]
-    returned = [event for (_, made, _), a in zip(results, args) if a[0] == "rollbacks_only_for" for event in made]
+    returned = [event for task, (_, made, _) in outcomes if task[0] == "rollbacks_only_for" for event in made]
     assert len(returned) > 20, "too few rollbacks to show anything"
     chains = check_journal(uri)
     events = chains[("qa", "production")]
@@ -442,19 +512,15 @@ def test_rollbacks_racing_stock_writers_undo_exactly_what_they_say(engine, reque
 
 
 @pytest.mark.mysql
-def test_plugin_writers_beside_stock_writers_fail_no_stock_write_on_mariadb(mysql_uri):
+def test_plugin_writers_beside_stock_writers_fail_no_stock_write_on_mariadb(time_bound):
     """4 plugin and 4 stock processes moving one alias for 60 s: no stock write fails (and no
     plugin write), the journal exact."""
-    _prompt(mysql_uri)
-    PromptAliasRegistryStore(mysql_uri).set_registered_model_alias("qa", "production", 1)
-    args = [(mysql_uri if i % 2 else plain(mysql_uri), "qa", "production", 60, [1, 2, 3], i) for i in range(8)]
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
-        results = pool.starmap(_workers.moves_for, args, chunksize=1)
-    stock = [r for r, a in zip(results, args) if a[0] == plain(mysql_uri)]
-    assert sum(made for _, made, _ in stock) > 100
-    failures = [e for _, _, errors in results for e in errors]
+    uri, outcomes = time_bound("fleet-mysql")
+    stock = [made for task, (_, made, _) in outcomes if task[1] == plain(uri)]
+    assert sum(stock) > 100
+    failures = [e for _, (_, _, errors) in outcomes for e in errors]
     assert failures == [], f"{len(failures)} failed: {failures[:2]}"
-    check_journal(mysql_uri)
+    check_journal(uri)
 
 
 # ---------------------------------------------------------------- in-process LISTEN, rebuilt

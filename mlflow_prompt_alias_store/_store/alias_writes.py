@@ -290,21 +290,24 @@ class AliasWritesMixin:
         back from the newest, every rollback cancels one earlier event, and the first event
         left standing is the one to undo (``None``: nothing left). A rollback never re-applies
         a version an earlier rollback removed."""
-        rows = (
+        query = (
             session.query(*EVENT_COLUMNS)
             .filter(in_current_incarnation(name), SqlAliasEvent.alias == alias)
             .order_by(SqlAliasEvent.sequence.desc())
-            .yield_per(64)
         )
-        cancelled = 0
-        for row in rows:
-            if row.action == "rollback":
-                cancelled += 1
-            elif cancelled:
-                cancelled -= 1
-            else:
-                return to_entity(row)
-        return None
+        cancelled, before, batch = 0, None, 16
+        while True:  # a page at a time (bounded reads, however long the history)
+            rows = (query if before is None else query.filter(SqlAliasEvent.sequence < before)).limit(batch).all()
+            for row in rows:
+                if row.action == "rollback":
+                    cancelled += 1
+                elif cancelled:
+                    cancelled -= 1
+                else:
+                    return to_entity(row)
+            if len(rows) < batch:
+                return None
+            before, batch = rows[-1].sequence, min(batch * 4, 4096)
 
     def rollback_target(self, name: str, alias: str) -> tuple[int | None, AliasEvent | None]:
         """What the next rollback of ``alias`` would do: (the version it returns the alias to,
