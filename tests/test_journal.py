@@ -245,10 +245,14 @@ def test_persistent_lock_errors_give_up_clearly_and_change_nothing(sqlite_uri, m
     mocker.patch.object(PromptAliasRegistryStore, "_lock_prompt", side_effect=_locked())
     sleep = mocker.patch("mlflow_prompt_alias_store._store.transactions.time.sleep")
     store = PromptAliasRegistryStore(sqlite_uri)
-    with pytest.raises(MlflowException, match="after 5 attempts") as e:
+    with pytest.raises(MlflowException, match="after 8 attempts") as e:
         store.set_registered_model_alias("qa", "production", 1)
     assert e.value.error_code == "TEMPORARILY_UNAVAILABLE"
-    assert sleep.call_count == 4
+    waits = [call.args[0] for call in sleep.call_args_list]
+    assert len(waits) == 7
+    # Doubling from 0.05 s to at most 1 s, each jittered by ±50 %: a bounded wait in all.
+    for wait, nominal in zip(waits, (0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0)):
+        assert 0.5 * nominal <= wait <= 1.5 * nominal
     assert db_snapshot(sqlite_uri) == before
 
 

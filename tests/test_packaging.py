@@ -5,9 +5,11 @@ the installed wheel, and the package's imports run one way without cycles."""
 from __future__ import annotations
 
 import ast
+import fcntl
 import importlib.metadata
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -48,10 +50,19 @@ def built(tmp_path_factory) -> tuple[Path, Path, str]:
     # Without this, setuptools says only that byte-compiling is disabled (an environment
     # setting of this machine, not a packaging problem).
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    result = subprocess.run(
-        [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
-        capture_output=True, text=True, timeout=600, env=env, cwd=out,
-    )  # fmt: skip
+    # setuptools writes build/ and the egg-info into the checkout: under the lock `make wheel`
+    # takes (CI builds other lanes' wheels from the same checkout at the same time, and
+    # removes both; an sdist once lost its file list halfway), removed afterwards as it does.
+    with open(ROOT / ".build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)],
+                capture_output=True, text=True, timeout=600, env=env, cwd=out,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+            shutil.rmtree(ROOT / "mlflow_prompt_alias_store.egg-info", ignore_errors=True)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     [wheel] = out.glob("*.whl")
