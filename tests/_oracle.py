@@ -82,7 +82,14 @@ def db_snapshot(uri: str, exclude_prefix: str | None = None) -> dict[str, list[t
 
     The rows as the database stores them (``SELECT *``, no column types applied): reflecting
     the whole schema for typed rows cost a quarter of a second per snapshot, most of the
-    differential tests' time."""
+    differential tests' time.
+
+    First, MLflow's threads that tag a registered or loaded prompt with the active experiment
+    finish (``join_link_threads``): their write would otherwise land between two snapshots
+    and look like a change the call between them made."""
+    from conftest import join_link_threads
+
+    join_link_threads()
     db_uri = uri.removeprefix("prompt-alias+")
     engine = sqlalchemy.create_engine(db_uri)
     try:
