@@ -139,3 +139,53 @@ def test_times_a_writers_clock_put_in_the_future_come_back_at_the_upgrade(tmp_pa
     assert stamps == sorted(stamps) and all(t <= after for t in stamps), stamps
     assert before <= stamps[-1] <= after
     check_journal(f"prompt-alias+sqlite:///{path}")
+
+
+@pytest.mark.parametrize("engine", ["sqlite_uri", pytest.param("postgres_uri", marks=pytest.mark.postgres),
+                                    pytest.param("mysql_uri", marks=pytest.mark.mysql)])  # fmt: skip
+def test_the_upgrade_drops_a_trigger_named_to_break_out_of_its_quotes(engine, request):
+    """0004 drops every trigger named prompt_alias_… it finds in the catalog; a name with the
+    dialect's quote character in it stays one identifier (nothing else is dropped)."""
+    import importlib.util
+
+    import mlflow_prompt_alias_store._store.migrations as migrations
+
+    uri = request.getfixturevalue(engine).removeprefix("prompt-alias+")
+    dialect = sqlalchemy.engine.make_url(uri).get_backend_name()
+    quote = {"mysql": "`"}.get(dialect, '"')
+    evil = f"prompt_alias_evil{quote} ON victim; DROP TABLE victim; --"
+    engine_ = sqlalchemy.create_engine(uri)
+    try:
+        with engine_.begin() as conn:
+            conn.execute(sqlalchemy.text("CREATE TABLE victim (a INTEGER)"))
+            preparer = conn.dialect.identifier_preparer
+            if dialect == "postgresql":
+                conn.execute(sqlalchemy.text("CREATE FUNCTION victim_noop() RETURNS trigger LANGUAGE plpgsql "
+                                             "AS $$ BEGIN RETURN NEW; END $$"))  # fmt: skip
+                body = "FOR EACH ROW EXECUTE FUNCTION victim_noop()"
+            elif dialect == "mysql":
+                body = "FOR EACH ROW SET NEW.a = NEW.a"
+            else:
+                body = "BEGIN SELECT 1; END"
+            conn.exec_driver_sql(f"CREATE TRIGGER {preparer.quote_identifier(evil)} BEFORE INSERT ON victim {body}")
+        path = Path(migrations.__file__).parent / "versions" / "0004_incarnations_and_keys.py"
+        spec = importlib.util.spec_from_file_location("revision_0004", path)
+        revision = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(revision)
+        with engine_.begin() as conn:
+            revision._drop_triggers(conn)
+        inspector = sqlalchemy.inspect(engine_)
+        assert "victim" in inspector.get_table_names()
+        with engine_.connect() as conn:
+            names = {
+                "sqlite": "SELECT name FROM sqlite_master WHERE type = 'trigger'",
+                "postgresql": "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal",
+                "mysql": "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE()",
+            }[dialect]
+            assert evil not in conn.execute(sqlalchemy.text(names)).scalars().all()
+    finally:
+        with engine_.begin() as conn:
+            conn.execute(sqlalchemy.text("DROP TABLE IF EXISTS victim"))
+            if dialect == "postgresql":
+                conn.execute(sqlalchemy.text("DROP FUNCTION IF EXISTS victim_noop()"))
+        engine_.dispose()

@@ -839,6 +839,7 @@ def missing(connection: Connection) -> set[str]:
 
 def _drop(connection: Connection, names: set[str]) -> None:
     dialect = _dialect(connection)
+    quote = connection.dialect.identifier_preparer.quote_identifier  # DDL binds no parameters
     for name in sorted(names):
         if dialect == "postgresql":
             if name.startswith("function "):
@@ -852,14 +853,13 @@ def _drop(connection: Connection, names: set[str]) -> None:
                 {"n": name},
             ).scalar()
             if table:
-                connection.execute(sqlalchemy.text(f'DROP TRIGGER IF EXISTS "{name}" ON "{table}"'))
+                connection.execute(sqlalchemy.text(f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(table)}"))
         else:
-            connection.execute(sqlalchemy.text(f'DROP TRIGGER IF EXISTS "{name}"'
-                                               if dialect == "sqlite" else f"DROP TRIGGER IF EXISTS `{name}`"))  # fmt: skip
+            connection.execute(sqlalchemy.text(f"DROP TRIGGER IF EXISTS {quote(name)}"))
     if dialect == "postgresql":
         for name in sorted(n for n in names if n.startswith("function ")):
             connection.execute(
-                sqlalchemy.text(f"DROP FUNCTION IF EXISTS {name.removeprefix('function ')} CASCADE")
+                sqlalchemy.text(f"DROP FUNCTION IF EXISTS {quote(name.removeprefix('function '))} CASCADE")
             )
 
 

@@ -40,13 +40,17 @@ def _drop_triggers(connection) -> None:
     """Every trigger (and PostgreSQL function) named prompt_alias_…; the upgrade path puts the
     new ones back."""
     dialect = connection.dialect.name
+    # Names read from the catalog go into DDL, which takes no bound parameters: quoted by the
+    # dialect, embedded quote characters doubled (a trigger anyone named `prompt_alias_x"; …`
+    # stays one identifier).
+    quote = connection.dialect.identifier_preparer.quote_identifier
     ours = {"p": "prompt\\_alias\\_%"}
     if dialect == "sqlite":
         names = connection.execute(
             sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE :p ESCAPE '\\'"), ours
         ).scalars().all()
         for name in names:
-            connection.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}"'))
+            connection.execute(sa.text(f"DROP TRIGGER IF EXISTS {quote(name)}"))
     elif dialect == "postgresql":
         rows = connection.execute(
             sa.text(
@@ -56,13 +60,13 @@ def _drop_triggers(connection) -> None:
             ours,
         ).all()
         for name, table in rows:
-            connection.execute(sa.text(f'DROP TRIGGER IF EXISTS "{name}" ON "{table}"'))
+            connection.execute(sa.text(f"DROP TRIGGER IF EXISTS {quote(name)} ON {quote(table)}"))
         functions = connection.execute(
             sa.text("SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace AND proname LIKE :p"),
             ours,
         ).scalars().all()
         for name in functions:
-            connection.execute(sa.text(f'DROP FUNCTION IF EXISTS "{name}" CASCADE'))
+            connection.execute(sa.text(f"DROP FUNCTION IF EXISTS {quote(name)} CASCADE"))
     elif dialect == "mysql":
         names = connection.execute(
             sa.text(
@@ -72,7 +76,7 @@ def _drop_triggers(connection) -> None:
             ours,
         ).scalars().all()
         for name in names:
-            connection.execute(sa.text(f"DROP TRIGGER IF EXISTS `{name}`"))
+            connection.execute(sa.text(f"DROP TRIGGER IF EXISTS {quote(name)}"))
 
 
 def upgrade():
