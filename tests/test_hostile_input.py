@@ -696,20 +696,16 @@ def _cli(*args, timeout=30):
 @pytest.mark.alone  # (times a refusal: under 2 s)
 def test_a_server_without_the_app_says_so_at_once(stock_sqlite_uri, tmp_path):
     with mlflow_server(stock_sqlite_uri, tmp_path) as (stock_url, _):  # a stock server: no --app-name
-        _a_server_without_the_app_says_so_at_once(stock_url)
-
-
-def _a_server_without_the_app_says_so_at_once(stock_url: str) -> None:
-    start = time.monotonic()
-    with pytest.raises(MlflowException, match="without --app-name prompt-alias") as e:
-        PromptAliasClient(stock_url).get_alias_history("qa")
-    assert time.monotonic() - start < 2
-    assert e.value.error_code == "NOT_IMPLEMENTED"
-    assert "mlflow server --app-name prompt-alias" in e.value.message
-    out, seconds = _cli("history", "qa", "--tracking-uri", stock_url)
-    assert out.returncode == 1
-    assert "without --app-name prompt-alias" in out.stderr and "--registry-store-uri prompt-alias+" in out.stderr
-    assert seconds < 2, seconds
+        start = time.monotonic()
+        with pytest.raises(MlflowException, match="without --app-name prompt-alias") as e:
+            PromptAliasClient(stock_url).get_alias_history("qa")
+        assert time.monotonic() - start < 2
+        assert e.value.error_code == "NOT_IMPLEMENTED"
+        assert "mlflow server --app-name prompt-alias" in e.value.message
+        out, seconds = _cli("history", "qa", "--tracking-uri", stock_url)
+        assert out.returncode == 1
+        assert "without --app-name prompt-alias" in out.stderr and "--registry-store-uri prompt-alias+" in out.stderr
+        assert seconds < 2, seconds
 
 
 @pytest.mark.alone  # (times a refusal: under 2 s)
