@@ -205,7 +205,7 @@ def main() -> None:
     parser.add_argument("--consumers", type=int, default=8)
     parser.add_argument("--postgres-url", default=os.environ.get("PROMPT_ALIAS_TEST_POSTGRES_URL"))
     args = parser.parse_args()
-    moves, consumers, ttl = (4, 2, 3.0) if args.quick else (args.moves, args.consumers, None)
+    moves, consumers, ttl = (2, 2, 3.0) if args.quick else (args.moves, args.consumers, None)
     spread = ttl or _STOCK_TTL
     names = [name_of(i) for i in range(moves)]
     rows = []

@@ -12,7 +12,7 @@ basic-auth`` and ``--app-name prompt-alias-auth``, each with MLflow's credential
 request), the clients loading as a non-admin user with READ (so every load is authorized).
 
     python -m benchmarks.server_bench            # 30 s of load per configuration
-    python -m benchmarks.server_bench --quick    # a few seconds, for CI
+    python -m benchmarks.server_bench --quick    # 1 s per configuration, for CI
     python -m benchmarks.server_bench --auth     # also the authenticated apps
     python -m benchmarks.server_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
 """
@@ -345,11 +345,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="load duration per configuration")
     parser.add_argument("--prompts", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="3 s per configuration (for CI)")
+    parser.add_argument("--quick", action="store_true", help="1 s per configuration (for CI)")
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
     parser.add_argument("--auth", action="store_true", help="also stock basic-auth and prompt-alias-auth")
     args = parser.parse_args()
-    seconds = 3 if args.quick else args.seconds
+    seconds = 1 if args.quick else args.seconds
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-server-bench-"))
     try:
         build_registry(f"prompt-alias+sqlite:///{workdir / 'seed.db'}", args.prompts)

@@ -165,8 +165,17 @@ def rollbacks_for(uri: str, name: str, alias: str, seconds: float, versions: lis
     return os.getpid(), made, errors
 
 
-def run(function: str, *args):
-    """``function(*args)`` of this module: one pool map over workers doing different things."""
+def run(function: str, start, *args):
+    """``function(*args)`` of this module: one pool map over workers doing different things.
+    Each first imports what it writes with, then waits at ``start`` (a
+    ``multiprocessing.Manager().Barrier`` of every task) so that their time windows are one
+    window: on a loaded machine the processes' starts spread over tens of seconds, and a
+    window spent waiting for the others' imports races nothing."""
+    import mlflow.genai  # noqa: F401
+
+    import mlflow_prompt_alias_store  # noqa: F401
+
+    start.wait(timeout=600)
     return globals()[function](*args)
 
 

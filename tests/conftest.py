@@ -35,24 +35,28 @@ warnings.filterwarnings("ignore", category=FutureWarning)
 # together (its module-scoped servers and databases start once on one worker); each page of
 # test_docs.py and each benchmark smoke run is a group of its own (minutes each, no shared
 # fixture). The groups known to be long go first, longest first (from CI's --durations), so
-# that the last ones handed out are short and the two workers end together; the documented
+# that the last ones handed out are short and the workers end together; the documented
 # benchmark commands (README.md, docs/benchmarks.md) go after test_benchmarks.py's runs of the
 # same commands, whose output they reuse (test_benchmarks._run).
 LONG_GROUPS_FIRST = (
     "test_benchmarks.py::test_server_benchmark_runs",
     "test_trust.py",
-    "test_docs.py::test_examples_run_as_written[docs/auth.md]",
-    "test_benchmarks.py::test_live_benchmark_runs",
-    "test_database_journal.py",
     "test_hostile_input.py",
+    "test_database_journal.py",
     "test_live_aliases.py",
-    "test_auth_app.py",
+    "test_benchmarks.py::test_live_benchmark_runs",
     "test_concurrency.py",
-    "test_server_app.py",
-    "test_packaging.py",
-    "test_benchmarks.py::test_store_benchmark_runs",
     "test_benchmarks.py::test_cli_benchmark_runs",
+    "test_benchmarks.py::test_store_benchmark_runs",
     "test_benchmarks.py::test_web_benchmark_runs",
+    "test_docs.py::test_examples_run_as_written[README.md]",
+    "test_web_page.py",
+    "test_auth_app.py",
+    "test_beyond_stock.py",
+    "test_packaging.py",
+    "test_docs.py::test_examples_run_as_written[docs/auth.md]",
+    "test_server_app.py",
+    "test_docs.py::test_examples_run_as_written[docs/live.md]",
     "test_benchmarks.py::test_auth_check_benchmark_runs",
 )
 SPLIT_MODULES = ("test_docs.py", "test_benchmarks.py")
