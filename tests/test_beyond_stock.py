@@ -3,7 +3,6 @@ every operation and every error case, each error leaving the database unchanged.
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 
 import pytest
@@ -225,8 +224,8 @@ def test_set_alias_if_race_has_exactly_one_winner(engine, request):
         if expected is not None:
             mlflow.genai.set_prompt_alias(name="qa", alias=alias, version=expected)
     # Every round starts when all 8 workers wait at the barrier: they race for real.
-    spawn = multiprocessing.get_context("spawn")
-    with spawn.Pool(8) as pool, spawn.Manager() as manager:
+    context = _workers.context()
+    with context.Pool(8) as pool, context.Manager() as manager:
         barrier = manager.Barrier(8)
         results = pool.starmap(_workers.compare_and_set, [
             (uri, "qa", rounds, 2 + i, barrier) for i in range(8)], chunksize=1)  # fmt: skip

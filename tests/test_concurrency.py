@@ -3,7 +3,6 @@ duplicated, and the journal explains the final state. Real processes, real datab
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import Counter
 
 import pytest
@@ -26,7 +25,7 @@ ENGINES = [
 
 @pytest.fixture(scope="module")
 def pool():
-    with multiprocessing.get_context("spawn").Pool(PROCESSES) as pool:
+    with _workers.context().Pool(PROCESSES) as pool:
         pool.map(_workers.warm_up, range(PROCESSES))  # pay the start-up before any timing
         yield pool
 
@@ -63,7 +62,7 @@ def test_concurrent_first_time_sets_of_the_same_new_alias(engine, request, pool)
     _prepare(uri)
     aliases = [f"new{k}" for k in range(10)]
     # Half the writers want version 1, half version 2: each alias set by all at once.
-    with multiprocessing.get_context("spawn").Manager() as manager:
+    with _workers.context().Manager() as manager:
         barrier = manager.Barrier(PROCESSES)
         _run(pool, _workers.race_new_aliases, [
             (uri, "qa", aliases, barrier, 1 + i % 2) for i in range(PROCESSES)])  # fmt: skip

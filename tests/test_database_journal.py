@@ -6,7 +6,6 @@ a table rebuild; leaving is one command. SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 import getpass
-import multiprocessing
 import sqlite3
 import subprocess
 import sys
@@ -517,7 +516,7 @@ def test_remove_asks_first(sqlite_uri):
 
 @pytest.fixture(scope="module")
 def pool():
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    with _workers.context().Pool(8) as pool:
         pool.map(_workers.warm_up, range(8))
         yield pool
 

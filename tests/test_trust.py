@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
-import multiprocessing
 import socket
 import subprocess
 import sys
@@ -483,7 +482,7 @@ def time_bound(request):
     if not tasks:  # no database of the selected scenarios is available here
         yield lambda name: pytest.skip(f"{name}: its database is not available here")
         return
-    context = multiprocessing.get_context("spawn")
+    context = _workers.context()
     with context.Manager() as manager, context.Pool(len(tasks)) as pool:
         start = manager.Barrier(len(tasks))
         pending = pool.starmap_async(_workers.run, [(task[0], start, *task[1:]) for _, task in tasks], chunksize=1)
