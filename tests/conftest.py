@@ -87,17 +87,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: the rest as collected
 
 
+def pytest_xdist_node_collection_finished(node, ids):
+    # (On the controller.) xdist's loadgroup marks a grouped test by a suffix of its id
+    # (`…@group`); where that no longer takes (pytest 9.2 with pytest-xdist 3.8), every test is
+    # a group of its own and each module's servers start on every worker: stop rather than
+    # run that way.
+    if node.config.getoption("dist", "no") == "loadgroup" and ids and not any("@" in i for i in ids):
+        pytest.exit(f"pytest {pytest.__version__} with this pytest-xdist ignores --dist loadgroup's groups "
+                    f"({ids[0]} has no @group suffix): install pytest<9.2 (setup.cfg's test extra)", returncode=4)
+
+
 def pytest_collection_finish(session):
-    # xdist's loadgroup marks a grouped test by a suffix of its id (`…@group`); where that no
-    # longer takes (pytest 9.2 with pytest-xdist 3.8), every test is a group of its own and
-    # each module's servers start on every worker: refuse rather than run twice as long.
-    if getattr(session.config.option, "loadgroup", False) and session.items:
-        item = session.items[0]
-        if any(item.iter_markers("xdist_group")) and "@" not in item.nodeid:
-            raise pytest.UsageError(
-                f"pytest {pytest.__version__} with this pytest-xdist ignores --dist loadgroup's groups "
-                f"({item.nodeid} has no @group suffix): install pytest<9.2 (setup.cfg's test extra)"
-            )
     # What collection imported (MLflow, SQLAlchemy, the package, the test modules) lives as
     # long as the session: out of the cyclic collector's sight, the gc.collect() after every
     # test (_reset_mlflow_caches) scans what the tests made, not MLflow's whole import graph
