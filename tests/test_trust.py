@@ -81,7 +81,8 @@ def _sql(uri: str, *statements: str, foreign_keys: bool = True) -> None:
 def _db(*args: str) -> SimpleNamespace:
     """``mlflow-prompt-alias db ARGS`` in this process (click's runner: the installed package's
     command, without a new interpreter importing MLflow for each of some thirty calls; the
-    console script itself is tested in test_packaging.py)."""
+    console script itself is tested in test_cli.py::test_the_console_script, and `db check`
+    as a command by README.md's docs test)."""
     result = CliRunner().invoke(cli, ["db", *args], prog_name="mlflow-prompt-alias")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
@@ -508,8 +509,9 @@ def test_rollbacks_racing_stock_writers_undo_exactly_what_they_say(engine, time_
     errors = [e for _, (_, _, errs) in outcomes for e in errs]
     assert errors == [], errors[:3]
     returned = [event for task, (_, made, _) in outcomes if task[0] == "rollbacks_only_for" for event in made]
-    # MariaDB under CI's load managed 18 in the window (lock waits behind the stock writers):
-    # ten rollbacks racing three writers already show an undo taken from the wrong place.
+    # Ten rollbacks, each raced by three stock writers, already show an undo taken from the
+    # wrong place. (Before the start barrier, MariaDB's race made 18 under CI's load and
+    # PostgreSQL's once 1: the processes' windows hardly overlapped.)
     assert len(returned) >= 10, "too few rollbacks to show anything"
     chains = check_journal(uri)
     events = chains[("qa", "production")]
