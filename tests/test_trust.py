@@ -16,12 +16,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import requests
 import sqlalchemy
-from click.testing import CliRunner
 
 import mlflow
 import mlflow.genai
@@ -32,9 +30,9 @@ from _journal_check import check_journal
 from _oracle import db_snapshot
 from _server import mlflow_server
 from conftest import _reset_mlflow_caches
+from test_cli import run as run_cli
 from mlflow_prompt_alias_store import PromptAliasClient, PromptAliasRegistryStore
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._cli import cli
 from mlflow_prompt_alias_store._store import integrity
 
 CLI = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
@@ -78,15 +76,12 @@ def _sql(uri: str, *statements: str, foreign_keys: bool = True) -> None:
         engine.dispose()
 
 
-def _db(*args: str) -> SimpleNamespace:
-    """``mlflow-prompt-alias db ARGS`` in this process (click's runner: the installed package's
-    command, without a new interpreter importing MLflow for each of some thirty calls; the
-    console script itself is tested in test_cli.py::test_the_console_script, and `db check`
-    as a command by README.md's docs test)."""
-    result = CliRunner().invoke(cli, ["db", *args], prog_name="mlflow-prompt-alias")
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+def _db(*args: str):
+    """``mlflow-prompt-alias db ARGS`` in this process, through test_cli's ``run`` (click's
+    runner: no new interpreter importing MLflow for each of some thirty calls; the console
+    script itself is tested in test_cli.py::test_the_console_script, and `db check` as a
+    command by README.md's docs test)."""
+    return run_cli("db", *args)
 
 
 # ---------------------------------------------------------------- refused by the database
