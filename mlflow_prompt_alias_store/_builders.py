@@ -22,20 +22,6 @@ def _read_replica_db_uri() -> str | None:
     return inner_db_uri(os.environ.get(_READ_REPLICA_ENV_VAR) or None)
 
 
-def _refuse_workspaces() -> None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-    from mlflow_prompt_alias_store._compat import workspaces_enabled
-
-    if workspaces_enabled():
-        raise MlflowException(
-            "prompt-alias stores do not support MLflow workspaces; unset "
-            "MLFLOW_ENABLE_WORKSPACES (or drop --enable-workspaces) to use them.",
-            INVALID_PARAMETER_VALUE,
-        )
-
-
 def tracking_store(store_uri: str, artifact_uri: str | None = None):
     """Build MLflow's own SQLAlchemy tracking store on the inner database URL.
 
@@ -50,11 +36,15 @@ def tracking_store(store_uri: str, artifact_uri: str | None = None):
     from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    from mlflow_prompt_alias_store._compat import workspaces_enabled
     from mlflow_prompt_alias_store._uri import parse_store_uri, require_driver
 
     parsed = parse_store_uri(store_uri)
     require_driver(parsed)
-    _refuse_workspaces()
+    if workspaces_enabled():  # what MLflow builds for a plain database URI with workspaces on
+        from mlflow.store.tracking.sqlalchemy_workspace_store import (
+            WorkspaceAwareSqlAlchemyStore as SqlAlchemyStore,
+        )
     if artifact_uri is None:
         artifact_uri = os.environ.get(
             _SERVER_ARTIFACT_ROOT_ENV_VAR, DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
@@ -69,14 +59,27 @@ def registry_store(store_uri: str, tracking_uri: str | None = None):
         store_uri: A ``prompt-alias+<SQLAlchemy URL>`` URI.
         tracking_uri: Accepted because MLflow passes it to registry builders; unused.
     """
-    _refuse_workspaces()  # first: through _compat, it explains an MLflow that cannot import
-    from mlflow_prompt_alias_store._compat import explain_import_error
+    # First: through _compat, it explains an MLflow that cannot import.
+    from mlflow_prompt_alias_store._compat import explain_import_error, workspaces_enabled
 
     try:
-        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore, workspace_aware_store
     except ImportError as e:  # an untested MLflow without an internal the store uses
         raise explain_import_error(e) from e
 
-    return PromptAliasRegistryStore(
-        store_uri=store_uri, tracking_uri=tracking_uri, read_db_uri=_read_replica_db_uri()
-    )
+    # With workspaces on, scoped to the request's workspace, as MLflow's own store then is.
+    store_class = workspace_aware_store() if workspaces_enabled() else PromptAliasRegistryStore
+    return store_class(store_uri=store_uri, tracking_uri=tracking_uri, read_db_uri=_read_replica_db_uri())
+
+
+def workspace_store(workspace_uri: str):
+    """MLflow's SQLAlchemy workspace store (``mlflow.create_workspace`` and the server's
+    workspaces) on the inner database URL: a ``prompt-alias+`` tracking URI names the database
+    that holds the workspaces too, as a plain database URI does."""
+    from mlflow.store.workspace.sqlalchemy_store import SqlAlchemyStore
+
+    from mlflow_prompt_alias_store._uri import parse_store_uri, require_driver
+
+    parsed = parse_store_uri(workspace_uri)
+    require_driver(parsed)
+    return SqlAlchemyStore(parsed.db_uri)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
 import json
+import os
 import sys
 from typing import Any, Callable, Sequence
 
@@ -141,8 +143,37 @@ def _echo_events(events, token, output: str, incarnations: bool = False) -> None
 
 @click.group(name="mlflow-prompt-alias")
 @click.version_option(package_name="mlflow-prompt-alias-store", prog_name="mlflow-prompt-alias")
-def cli() -> None:
+@click.option(
+    "--workspace",
+    default=None,
+    help="The MLflow workspace (MLflow 3.10+, a server or database with workspaces on) whose prompts "
+    "the command reads and changes [env: MLFLOW_WORKSPACE]. Without it, MLflow's default workspace.",
+)
+@click.pass_context
+def cli(ctx: click.Context, workspace: str | None) -> None:
     """History, point-in-time lookup and management of MLflow prompt aliases."""
+    if workspace is not None:
+        workspace = workspace.strip()
+        if not workspace:
+            raise click.BadParameter("must not be empty", param_hint="'--workspace'")
+        # As MLflow's clients take it, for the command: sent to a server as its workspace
+        # header, and in-process the store's workspace (which needs MLflow's workspaces on).
+        ctx.with_resource(_environment(MLFLOW_WORKSPACE=workspace, MLFLOW_ENABLE_WORKSPACES="true"))
+
+
+@contextlib.contextmanager
+def _environment(**values: str):
+    """The process's environment with ``values``, as it was again afterwards."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @cli.group()

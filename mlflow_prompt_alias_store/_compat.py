@@ -9,6 +9,7 @@ version. docs/compatibility.md has the resulting feature table.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import os
@@ -199,11 +200,17 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 and _takes("mlflow.prompt.registry_utils", "PromptCache.delete", "registry_uri")
                 and _prompt_cache_usable("registry_namespace")),
     Requirement("workspaces",
-                "the registry store's _get_query and _get_active_workspace, and "
-                "mlflow.environment_variables.MLFLOW_ENABLE_WORKSPACES", (3, 10),
+                "the registry store's _get_query and _get_active_workspace, "
+                "mlflow.environment_variables.MLFLOW_ENABLE_WORKSPACES, the workspace-aware registry "
+                "and tracking stores, MLflow's workspace store, and "
+                "mlflow.utils.workspace_context (get_request_workspace, _WORKSPACE)", (3, 10),
                 lambda: _has("mlflow.store.model_registry.sqlalchemy_store",
                              "SqlAlchemyStore._get_query", "SqlAlchemyStore._get_active_workspace")
-                and _has("mlflow.environment_variables", "MLFLOW_ENABLE_WORKSPACES")),
+                and _has("mlflow.environment_variables", "MLFLOW_ENABLE_WORKSPACES")
+                and _has("mlflow.store.model_registry.sqlalchemy_workspace_store", "WorkspaceAwareSqlAlchemyStore")
+                and _has("mlflow.store.tracking.sqlalchemy_workspace_store", "WorkspaceAwareSqlAlchemyStore")
+                and _has("mlflow.store.workspace.sqlalchemy_store", "SqlAlchemyStore")
+                and _has("mlflow.utils.workspace_context", "get_request_workspace", "_WORKSPACE")),
     Requirement("read_replicas", "SqlAlchemyStore(read_db_uri=...) of the registry store", (3, 13),
                 lambda: _takes("mlflow.store.model_registry.sqlalchemy_store",
                                "SqlAlchemyStore.__init__", "read_db_uri")),
@@ -409,6 +416,9 @@ def evict_cached_alias_everywhere(name: str, alias: str) -> None:
 # entity arguments, ``_get_query`` and ``_get_active_workspace`` on the store, and the
 # ``MLFLOW_ENABLE_WORKSPACES`` switch. Before, every name is global. Drop with 3.9.
 HAS_WORKSPACES: bool = "workspace" in SqlRegisteredModel.__table__.c
+# MLflow's DEFAULT_WORKSPACE_NAME: every row of a database without workspaces (and before
+# 3.10) belongs to it.
+DEFAULT_WORKSPACE = "default"
 
 
 def workspaces_enabled() -> bool:
@@ -419,6 +429,55 @@ def workspaces_enabled() -> bool:
 def active_workspace(store) -> str | None:
     """The workspace the store's queries are scoped to (``None`` before 3.10)."""
     return store._get_active_workspace() if HAS_WORKSPACES else None
+
+
+def journal_workspace(store) -> str:
+    """The workspace the store's journal rows belong to: the active one (the request's with
+    workspaces on), MLflow's default workspace without them and before 3.10."""
+    return active_workspace(store) or DEFAULT_WORKSPACE
+
+
+@contextlib.contextmanager
+def bound_workspace(workspace: str | None):
+    """Scope the store's queries to ``workspace`` for the block, as a server request's workspace
+    scopes them (the request ContextVar only, never the process's environment): for work
+    outside any request that goes through the workspaces one by one (the journal's check and
+    repair, adoption). Nothing before 3.10."""
+    if not HAS_WORKSPACES or workspace is None:
+        yield
+        return
+    from mlflow.utils import workspace_context
+
+    token = workspace_context._WORKSPACE.set(workspace)
+    try:
+        yield
+    finally:
+        workspace_context._WORKSPACE.reset(token)
+
+
+def request_workspace() -> str | None:
+    """The workspace this thread's MLflow calls are in: ``mlflow.set_workspace``'s (or the
+    request's, in a server), else ``MLFLOW_WORKSPACE``; ``None`` when none is chosen (and
+    before 3.10)."""
+    if not HAS_WORKSPACES:
+        return None
+    from mlflow.utils.workspace_context import get_request_workspace
+
+    return get_request_workspace()
+
+
+# MLflow's WORKSPACE_HEADER_NAME (3.10+): the request header that names the workspace.
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+
+
+def cache_key_workspace(key) -> str | None:
+    """The workspace a prompt-cache key was loaded in (``None``: none chosen; before 3.10)."""
+    return getattr(key, "workspace", None)
+
+
+def row_workspace(row) -> str:
+    """An MLflow row's workspace (MLflow's default workspace before 3.10)."""
+    return getattr(row, "workspace", None) or DEFAULT_WORKSPACE
 
 
 def in_workspace(table, workspace):

@@ -7,7 +7,9 @@ from collections import defaultdict
 import sqlalchemy
 
 
-def read_state(uri: str):
+def read_state(uri: str, workspace: str = "default"):
+    """The journal's events and the alias rows of one MLflow workspace (the default one: every
+    prompt's without workspaces)."""
     engine = sqlalchemy.create_engine(uri.removeprefix("prompt-alias+"))
     try:
         with engine.connect() as conn:
@@ -15,19 +17,27 @@ def read_state(uri: str):
                 sqlalchemy.text(
                     "SELECT e.name, e.alias, e.sequence, e.action, e.from_version, e.to_version, e.actor, "
                     "e.timestamp, e.incarnation, e.incarnation = c.incarnation AS current "
-                    "FROM prompt_alias_events e JOIN prompt_alias_sequences c ON c.name = e.name "
+                    "FROM prompt_alias_events e JOIN prompt_alias_sequences c "
+                    "ON c.workspace = e.workspace AND c.name = e.name WHERE e.workspace = :w "
                     "ORDER BY e.name, e.incarnation, e.sequence"
-                )
+                ),
+                {"w": workspace},
             ).all()
+            # (MLflow before 3.10 has no workspaces: every alias is the default workspace's.)
+            keyed = "workspace" in {c["name"] for c in sqlalchemy.inspect(conn).get_columns("registered_model_aliases")}
             aliases = conn.execute(
-                sqlalchemy.text("SELECT name, alias, version FROM registered_model_aliases")
-            ).all()
+                sqlalchemy.text(
+                    "SELECT name, alias, version FROM registered_model_aliases"
+                    + (" WHERE workspace = :w" if keyed else "")
+                ),
+                {"w": workspace},
+            ).all() if keyed or workspace == "default" else []
         return events, {(n, a): v for n, a, v in aliases}
     finally:
         engine.dispose()
 
 
-def check_journal(uri: str, monotonic_time: bool = True):
+def check_journal(uri: str, monotonic_time: bool = True, workspace: str = "default"):
     """Assert per-prompt (per incarnation) gap-free sequences in time order, per-alias chains
     with no lost or duplicated event, and that the latest event of each alias of each prompt's
     current incarnation is the alias's current state.
@@ -37,7 +47,7 @@ def check_journal(uri: str, monotonic_time: bool = True):
 
     Returns the events of the current incarnations, grouped by (name, alias), oldest first.
     """
-    events, current = read_state(uri)
+    events, current = read_state(uri, workspace)
     by_incarnation = defaultdict(list)
     by_alias = defaultdict(list)
     for e in events:

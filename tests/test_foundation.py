@@ -22,7 +22,7 @@ from mlflow_prompt_alias_store import (
     parse_store_uri,
 )
 from mlflow_prompt_alias_store import _compat
-from mlflow_prompt_alias_store._builders import registry_store, tracking_store
+from mlflow_prompt_alias_store._builders import registry_store, tracking_store, workspace_store
 
 from _server import mlflow_server
 from conftest import FRESH
@@ -73,6 +73,7 @@ def expected(stock_sqlite_uri) -> list:
     [
         ("mlflow.tracking_store", tracking_store),
         ("mlflow.model_registry_store", registry_store),
+        ("mlflow.workspace_provider", workspace_store),
     ],
 )
 def test_every_scheme_is_declared_and_loads(group, target):
@@ -132,15 +133,6 @@ def test_fast_reads_use_the_read_replica(sqlite_uri, tmp_path, monkeypatch):
     assert store.get_prompt_version_by_alias("qa", "production").version == 1
     assert store.get_model_version_by_alias("qa", "production").version == 1
     assert store.get_registered_model("qa").aliases == {"production": 1}
-
-
-@pytest.mark.skipif(not _compat.HAS_WORKSPACES, reason="workspaces are MLflow 3.10+")
-def test_workspaces_are_refused_clearly(sqlite_uri, monkeypatch):
-    monkeypatch.setenv("MLFLOW_ENABLE_WORKSPACES", "true")
-    for builder in (registry_store, tracking_store):
-        with pytest.raises(MlflowException, match="do not support MLflow workspaces") as e:
-            builder(sqlite_uri)
-        assert e.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
 @pytest.mark.parametrize(

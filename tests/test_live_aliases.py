@@ -463,14 +463,15 @@ from contextlib import contextmanager  # noqa: E402
 @contextmanager
 def _server_on_port(db: str, workdir: Path, port: int):
     """A server on ``port`` (the tests' helper picks its own port; a restart needs the same)."""
-    from _server import MLFLOW
+    from _server import MLFLOW, NO_JOBS
 
     log = open(workdir / f"server-{port}-{time.time()}.log", "wb")
     proc = subprocess.Popen(
         [MLFLOW, "server", "--backend-store-uri", db, "--registry-store-uri", "prompt-alias+" + db,
          "--app-name", "prompt-alias", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
         cwd=workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
+        # Without MLflow's job runner (NO_JOBS), as every test server that does not test it.
+        env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **NO_JOBS},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -26,6 +26,7 @@ RELEASED = {
     "0001_alias_events": DATA / "schema_0001_alias_events.db",
     "0002_protected_aliases": DATA / "schema_0002_protected_aliases.db",  # production protected
     "0003_write_context": DATA / "schema_0003_write_context.db",  # production protected
+    "0004_incarnations_and_keys": DATA / "schema_0004_incarnations_and_keys.db",  # production protected
 }
 # The journal's columns every released revision has.
 _FIRST_COLUMNS = "id, name, alias, sequence, action, from_version, to_version, actor, timestamp"
@@ -41,7 +42,8 @@ def _first_columns(uri: str) -> list[tuple]:
 
 def _mlflow_knows_schema_of(path: Path) -> bool:
     """Whether this MLflow has the migration its own tables in ``path`` are at (the files
-    were written with MLflow 3.17; an older MLflow cannot open a newer one's schema)."""
+    were written with MLflow 3.17, 0004's with 3.18; an older MLflow cannot open a newer
+    one's schema)."""
     engine = sqlalchemy.create_engine(f"sqlite:///{path}")
     with engine.connect() as conn:
         revision = conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
@@ -66,6 +68,14 @@ def test_released_schema_upgrades_and_works(revision, tmp_path):
     assert after[VERSION_TABLE] == [(repr(head_revision()),)]
     assert _first_columns(uri) == events_before  # history kept
     assert {e.incarnation for e in client.get_alias_history("qa_prompt")} == {0}
+    # Every row the release wrote belongs to MLflow's default workspace (0005).
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        for table in ("prompt_alias_events", "prompt_alias_sequences", "prompt_alias_protected",
+                      "prompt_alias_protection_events"):  # fmt: skip
+            found = conn.execute(sqlalchemy.text(f"SELECT DISTINCT workspace FROM {table}")).scalars().all()
+            assert found == (["default"] if after[table] else []), table
+    engine.dispose()
     # MLflow's own version table moves on when this MLflow is newer than the file's (3.17).
     mlflow_tables = {k for k in before if not k.startswith(("prompt_alias_", VERSION_TABLE))} - {"alembic_version"}
     assert {k: after[k] for k in mlflow_tables} == {k: before[k] for k in mlflow_tables}

@@ -79,6 +79,11 @@ def name_only_auth(username: str | None, password: str | None, token: str | None
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:".encode()).decode()}
 
 
+# MLflow's WORKSPACE_HEADER_NAME (mlflow.utils.workspace_utils, 3.10+; not imported: the CLI's
+# HTTP path imports no MLflow).
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+
+
 class LightTransport:
     """``call(endpoint, method, params=/json=)`` → the JSON answer, or ``ServerError``."""
 
@@ -107,6 +112,9 @@ class LightTransport:
             self._session.headers["Authorization"] = f"Bearer {token}"
         else:
             self._session.headers.update(name_only_auth(user, password))
+        # The workspace, as MLflow's client sends it (MLflow 3.10+ servers with workspaces on).
+        if workspace := os.environ.get("MLFLOW_WORKSPACE", "").strip():
+            self._session.headers[WORKSPACE_HEADER] = workspace
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
             self._session.verify = False
         elif cert := os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):

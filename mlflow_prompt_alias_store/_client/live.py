@@ -43,6 +43,8 @@ class LiveAliases:
 
         client = PromptAliasClient(tracking_uri)
         self.tracking_uri = client.tracking_uri
+        # The workspace the watch follows (the one chosen now): loads in another are not its.
+        self._workspace = _compat.request_workspace()
         self._lock = threading.Lock()
         # (name, alias) -> how many events this watch has seen for it.
         self._generations: dict[tuple[str, str], int] = {}
@@ -116,7 +118,12 @@ class LiveAliases:
 
     def _covers(self, key) -> bool:
         alias = _compat.cache_key_alias(key)
-        return alias is not None and alias not in _NOT_LIVE and _compat.cache_key_registry(key, self.tracking_uri)
+        return (
+            alias is not None
+            and alias not in _NOT_LIVE
+            and _compat.cache_key_registry(key, self.tracking_uri)
+            and _compat.cache_key_workspace(key) == self._workspace
+        )
 
     def keeps(self, key) -> bool:
         """Whether the cache should answer ``key`` past its TTL."""

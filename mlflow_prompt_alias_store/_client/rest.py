@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._client.http import name_only_auth, not_served
+from mlflow_prompt_alias_store._client.http import WORKSPACE_HEADER, name_only_auth, not_served
 from mlflow_prompt_alias_store._entities import (
     AliasAssignment,
     AliasEvent,
@@ -38,8 +38,9 @@ class MlflowTransport:
 
         from mlflow_prompt_alias_store._errors import NotServedError
 
-        if self._headers:
-            kwargs["extra_headers"] = {**self._headers, **kwargs.get("extra_headers", {})}
+        headers = {**self._headers, **kwargs.pop("headers", {})}
+        if headers:
+            kwargs["extra_headers"] = {**headers, **kwargs.get("extra_headers", {})}
         response = http_request(self._host_creds, endpoint, method, **kwargs)
         if response.status_code == 404:
             try:
@@ -126,6 +127,9 @@ class RestAliasBackend:
 
     # The change feed: one long poll, not retried here (the watch retries with its own
     # backoff and says meanwhile that it is disconnected).
-    def watch_round(self, since, name, wait) -> dict[str, Any]:
+    def watch_round(self, since, name, wait, workspace: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in {"since": since, "name": name, "wait": f"{wait:.3f}"}.items() if v is not None}
-        return self._transport.call(routes.WATCH, "GET", params=params, timeout=wait + 15, max_retries=0)
+        # The watch's workspace, whatever the process has chosen since it started.
+        headers = {WORKSPACE_HEADER: workspace} if workspace else {}
+        return self._transport.call(routes.WATCH, "GET", params=params, timeout=wait + 15, max_retries=0,
+                                    headers=headers)  # fmt: skip

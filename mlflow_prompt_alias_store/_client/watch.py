@@ -59,14 +59,18 @@ class StoreSource:
 
     ``confirmed_at``: when the last successful read of the journal started."""
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, workspace: str | None = None) -> None:
         self._store = store
+        self._workspace = workspace
         self._waiter = None
         self.confirmed_at: float | None = None
 
     def _read(self, since, name):
+        from mlflow_prompt_alias_store._compat import bound_workspace
+
         started = time.time()
-        events, cursor = self._store.read_alias_changes(since, name)
+        with bound_workspace(self._workspace):
+            events, cursor = self._store.read_alias_changes(since, name)
         self.confirmed_at = started
         return events, cursor
 
@@ -109,15 +113,16 @@ class RestSource:
     timeout or an error answer, only when the failed request was sent.
     ``poll_after``: the pause a server that cannot hold a waiting request asked for."""
 
-    def __init__(self, backend) -> None:
+    def __init__(self, backend, workspace: str | None = None) -> None:
         self._backend = backend
+        self._workspace = workspace
         self.confirmed_at: float | None = None
         self.poll_after: float | None = None
 
     def changes(self, since: str | None, name: str | None, wait: float):
         sent = time.time()
         try:
-            data = self._backend.watch_round(since, name, wait)
+            data = self._backend.watch_round(since, name, wait, self._workspace)
         except Exception as e:
             if self.confirmed_at is not None:
                 self.confirmed_at = max(self.confirmed_at, time.time() if _connection_dropped(e) else sent)
@@ -130,8 +135,13 @@ class RestSource:
 
 
 def source_for(backend):
-    """The rounds of a watch on ``backend``: a server's REST backend, or a store in-process."""
-    return RestSource(backend) if hasattr(backend, "watch_round") else StoreSource(backend)
+    """The rounds of a watch on ``backend``: a server's REST backend, or a store in-process.
+    Either way in the workspace chosen now (``mlflow.set_workspace``, ``MLFLOW_WORKSPACE``),
+    whichever the process chooses later: a watch is one workspace's feed."""
+    from mlflow_prompt_alias_store._compat import request_workspace
+
+    workspace = request_workspace()
+    return RestSource(backend, workspace) if hasattr(backend, "watch_round") else StoreSource(backend, workspace)
 
 
 class AliasWatch(Iterator[AliasEvent]):

@@ -154,6 +154,7 @@ def add_native_reads(fastapi_app, flask_app: Flask, checked: bool = False) -> No
     # Starlette is only needed (and only imported) when MLflow serves through uvicorn.
     from mlflow_prompt_alias_store._server import watch
 
+    fastapi_app.add_middleware(web.WorkspaceFromQuery)  # outermost: before MLflow's workspace's
     watch.install(fastapi_app, flask_app)
     if has_native_routes():
         from mlflow_prompt_alias_store._server import native_reads

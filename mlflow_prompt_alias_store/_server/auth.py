@@ -12,10 +12,12 @@ endpoint whose permission ours needs:
   the name (``include_deleted``): administrators only;
 - rollback and compare-and-set: stock's ``SetRegisteredModelAlias`` (what setting that
   alias needs);
-- protect and unprotect: administrators only;
+- protect and unprotect: administrators only (with MLflow's workspaces on, also the
+  request's workspace's administrators: a protection is its workspace's);
 - the protected list, its history, ``aliases`` and the change feed of every prompt and the
-  index page: any authenticated user, with the lists cut to what the user may read (one
-  prompt's ``aliases`` or feed: READ on it).
+  index page: any authenticated user (with workspaces on, one who may view the request's
+  workspace), with the lists cut to what the user may read (one prompt's ``aliases`` or
+  feed: READ on it).
 
 The native read routes pass MLflow's request hooks too (``native_reads``), and the journal's
 actor is the authenticated user (``g.prompt_alias_actor``).
@@ -53,17 +55,62 @@ def _allow() -> bool:
     return True
 
 
-def _deny() -> bool:
-    return False
+def _request_workspace() -> str | None:
+    """The request's workspace with MLflow's workspaces on (``None`` without them)."""
+    from mlflow_prompt_alias_store._compat import request_workspace, workspaces_enabled
+
+    return request_workspace() if workspaces_enabled() else None
+
+
+def _workspace_admin(auth) -> Callable[[], bool]:
+    """Whether the user administers the request's workspace (MLflow's workspace ``MANAGE``
+    role); never without workspaces."""
+
+    def check() -> bool:
+        workspace = _request_workspace()
+        if workspace is None:
+            return False
+        username = authenticated_user(auth)
+        if (is_admin_of := getattr(auth.store, "is_workspace_admin", None)) is not None:  # roles (3.12+)
+            return bool(is_admin_of(auth.store.get_user(username).id, workspace))
+        # 3.10-3.11: a workspace permission per user.
+        permission = auth.store.get_workspace_permission(workspace, username)
+        return bool(permission is not None and permission.can_manage)
+
+    return check
+
+
+def _can_view_workspace(auth) -> Callable[[], bool]:
+    """Whether the user may see the request's workspace, as MLflow decides for its own
+    workspace routes: one the user holds a role in, or the default workspace where MLflow's
+    config grants it to everyone. Always without workspaces."""
+
+    def check() -> bool:
+        workspace = _request_workspace()
+        if workspace is None:
+            return True
+        config = getattr(auth, "auth_config", None)
+        if getattr(config, "grant_default_workspace_access", False):
+            from mlflow_prompt_alias_store._compat import DEFAULT_WORKSPACE
+
+            if workspace == DEFAULT_WORKSPACE:
+                return True
+        accessible = getattr(auth.store, "list_accessible_workspace_names", None)
+        return accessible is not None and workspace in set(accessible(authenticated_user(auth)))
+
+    return check
 
 
 def _validators(auth) -> dict[tuple[str, str], Callable[[], bool]]:
     can_read = _stock_validator(auth, GetRegisteredModel, "GET")
     can_set_alias = _stock_validator(auth, SetRegisteredModelAlias, "POST")
+    workspace_admin = _workspace_admin(auth)
+    can_view_workspace = _can_view_workspace(auth)
 
     def can_read_named_or_list() -> bool:
-        # Every prompt's aliases: allowed, cut to the readable ones by the handler.
-        return can_read() if "name" in request.args else True
+        # Every prompt's aliases: allowed (in a workspace the user may see), cut to the
+        # readable ones by the handler.
+        return can_read() if "name" in request.args else can_view_workspace()
 
     def can_read_history() -> bool:
         # Earlier, deleted prompts of the name (include_deleted): administrators only, who
@@ -76,13 +123,13 @@ def _validators(auth) -> dict[tuple[str, str], Callable[[], bool]]:
         (routes.ALIASES, "GET"): can_read_named_or_list,
         (routes.ROLLBACK, "POST"): can_set_alias,
         (routes.SET_IF, "POST"): can_set_alias,
-        (routes.PROTECT, "POST"): _deny,
-        (routes.UNPROTECT, "POST"): _deny,
-        (routes.PROTECTED, "GET"): _allow,
-        (routes.PROTECTION_HISTORY, "GET"): _allow,
+        (routes.PROTECT, "POST"): workspace_admin,
+        (routes.UNPROTECT, "POST"): workspace_admin,
+        (routes.PROTECTED, "GET"): can_view_workspace,
+        (routes.PROTECTION_HISTORY, "GET"): can_view_workspace,
         # One prompt's feed: READ on it; every prompt's: cut to the readable ones.
         (routes.WATCH, "GET"): can_read_named_or_list,
-        (routes.PAGE, "GET"): _allow,
+        (routes.PAGE, "GET"): can_view_workspace,
         (routes.PAGE + "prompt", "GET"): can_read,
     }
     return {(_add_static_prefix(path), method): check for (path, method), check in table.items()}
@@ -120,13 +167,15 @@ class _MlflowAccess:
     def __init__(self, auth) -> None:
         self._auth = auth
         self._can_set_alias = _stock_validator(auth, SetRegisteredModelAlias, "POST")
+        self._workspace_admin = _workspace_admin(auth)
 
     def user(self) -> str | None:
         return authenticated_user(self._auth)
 
     def is_admin(self) -> bool:
+        """An administrator, or (with workspaces on) the request's workspace's."""
         if "prompt_alias_is_admin" not in g:
-            g.prompt_alias_is_admin = bool(self._auth.store.get_user(self.user()).is_admin)
+            g.prompt_alias_is_admin = bool(self._auth.store.get_user(self.user()).is_admin) or self._workspace_admin()
         return g.prompt_alias_is_admin
 
     def readable(self, names: Iterable[str]) -> set[str]:

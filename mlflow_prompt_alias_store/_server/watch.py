@@ -39,6 +39,7 @@ from mlflow.server.handlers import _add_static_prefix, catch_mlflow_exception
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import cursor_seal, registry_store
+from mlflow_prompt_alias_store._store.feed import ALL_WORKSPACES
 
 _logger = logging.getLogger(__name__)
 
@@ -143,11 +144,13 @@ class ChangeFeed:
         try:
             store = registry_store()
             waiter = store.alias_change_waiter()
-            _, cursor = store.read_alias_changes(None)
+            # Outside any request: every workspace's events (it only wakes the requests, whose
+            # rounds read their own workspace's).
+            _, cursor = store.read_alias_changes(None, workspace=ALL_WORKSPACES)
             while self._should_run():
                 waiter.wait(1.0)
                 try:
-                    changes, cursor = store.read_alias_changes(cursor)
+                    changes, cursor = store.read_alias_changes(cursor, workspace=ALL_WORKSPACES)
                 except Exception:
                     _logger.warning("The change feed could not read the journal", exc_info=True)
                     time.sleep(1.0)

@@ -211,13 +211,29 @@ def _page_count(items: int, per_page: int) -> int:
     return max(-(-items // per_page), 1)
 
 
+def _page_workspace() -> str | None:
+    """The workspace the page shows: its ``workspace`` query argument (which the server took
+    as the request's workspace header: :func:`workspace_from_query`), ``None`` for the
+    default. Only with MLflow's workspaces on."""
+    from mlflow_prompt_alias_store._compat import workspaces_enabled
+
+    return (request.args.get("workspace") or None) if workspaces_enabled() else None
+
+
 def _render(template: str, **context) -> str:
     """``template`` rendered with ``context`` and what every page shows: the signed-in
-    user, the index's and MLflow's UI addresses."""
+    user, the index's and MLflow's UI addresses, the workspace (with workspaces on)."""
+    from mlflow_prompt_alias_store._compat import workspaces_enabled
+
+    workspace = _page_workspace()
     return _TEMPLATES.get_template(template).render(
         user=access.current().user(),
         page=_add_static_prefix(routes.PAGE),
         mlflow_ui=_add_static_prefix("/"),
+        workspaces=workspaces_enabled(),
+        workspace=workspace,
+        # What every link and form of the page adds to stay in the workspace.
+        in_workspace={"workspace": workspace} if workspace else {},
         **context,
     )
 
@@ -374,8 +390,49 @@ def _link_from_mlflow_ui(response: Response) -> Response:
     return response
 
 
+# ---------------------------------------------------------------- the page's workspace
+
+# A browser's link or form cannot send a header: the page takes its workspace as the query
+# argument ``workspace``, which becomes the request's workspace header before MLflow resolves
+# (and, under ``prompt-alias-auth``, authorizes) it, exactly as a header sent by a client.
+_HEADER_ENVIRON = "HTTP_X_MLFLOW_WORKSPACE"
+
+
+def _query_workspace(query: bytes | str) -> str | None:
+    from urllib.parse import parse_qs
+
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    values = parse_qs(query).get("workspace")
+    return values[0] if values and values[0] else None
+
+
+def _header_from_query() -> None:
+    """Flask (gunicorn, waitress): the first request hook, before MLflow's."""
+    if request.path.startswith(_add_static_prefix(routes.PAGE)) and _HEADER_ENVIRON not in request.environ:
+        if (workspace := _query_workspace(request.query_string)) is not None:
+            request.environ[_HEADER_ENVIRON] = workspace
+
+
+class WorkspaceFromQuery:
+    """ASGI (uvicorn): the outermost middleware, before MLflow's workspace middleware."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self._page = _add_static_prefix(routes.PAGE)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self._page):
+            headers = scope.get("headers") or []
+            if not any(k.lower() == b"x-mlflow-workspace" for k, _ in headers):
+                if (workspace := _query_workspace(scope.get("query_string", b""))) is not None:
+                    scope = dict(scope, headers=[*headers, (b"x-mlflow-workspace", workspace.encode("latin-1", "replace"))])
+        await self.app(scope, receive, send)
+
+
 def register(app: Flask) -> None:
     page = _add_static_prefix(routes.PAGE)
+    app.before_request_funcs.setdefault(None, []).insert(0, _header_from_query)
     app.add_url_rule(page, "prompt_alias_index", index, methods=["GET"])
     app.add_url_rule(page + "prompt", "prompt_alias_prompt", prompt, methods=["GET"])
     app.after_request(_link_from_mlflow_ui)

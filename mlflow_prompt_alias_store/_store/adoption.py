@@ -3,6 +3,7 @@ alias of a database created by stock MLflow, on first open)."""
 
 from __future__ import annotations
 
+from mlflow_prompt_alias_store._compat import bound_workspace
 from mlflow_prompt_alias_store._store.integrity import Discrepancy
 from mlflow_prompt_alias_store._store.journal import Journal
 
@@ -23,4 +24,5 @@ class AdoptionMixin:
                 # Re-checked under the lock: another process may have recorded it already.
                 self._baseline(session, journal, d, actor=journal.actor)
 
-            self._alias_write(d.name, write, record=False, check=False)
+            with bound_workspace(d.workspace):
+                self._alias_write(d.name, write, record=False, check=False)

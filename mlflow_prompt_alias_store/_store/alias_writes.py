@@ -26,6 +26,7 @@ from mlflow.utils.validation import _validate_model_name, _validate_model_renami
 from mlflow_prompt_alias_store._compat import (
     active_workspace,
     in_workspace,
+    journal_workspace,
     validate_alias_name,
     validate_alias_name_reserved,
     validate_model_version,
@@ -132,12 +133,14 @@ class AliasWritesMixin:
         connection = session.connection()
         versions, aliases = SqlModelVersion.__table__, SqlRegisteredModelAlias.__table__
         found = None
-        # The version's key (its workspace from MLflow 3.10), not the whole row: this is the
-        # hot path of every set (a version given as a number or its plain digits). Any other
-        # spelling, and a number no database column holds, is left to stock's lookup.
+        # The version's key (its workspace from MLflow 3.10, which leads the key: the lookup
+        # is the index's, and never another workspace's version), not the whole row: this is
+        # the hot path of every set (a version given as a number or its plain digits). Any
+        # other spelling, and a number no database column holds, is left to stock's lookup.
         if _by_number(given, version):
             found = connection.execute(
                 select(versions.c.name, *workspace_columns(versions)).where(
+                    in_workspace(versions, active_workspace(self)),
                     versions.c.name == name,
                     versions.c.version == version,
                     versions.c.current_stage != STAGE_DELETED_INTERNAL,
@@ -281,7 +284,9 @@ class AliasWritesMixin:
         in the order the triggers of a stock writer take them."""
         if self.db_type != SQLITE:
             session.execute(
-                select(SqlAliasSequence.sequence).where(SqlAliasSequence.name == name).with_for_update()
+                select(SqlAliasSequence.sequence)
+                .where(SqlAliasSequence.workspace == journal_workspace(self), SqlAliasSequence.name == name)
+                .with_for_update()
             ).first()
 
     def _undone_by_rollback(self, session, name: str, alias: str) -> AliasEvent | None:
@@ -292,7 +297,7 @@ class AliasWritesMixin:
         a version an earlier rollback removed."""
         query = (
             session.query(*EVENT_COLUMNS)
-            .filter(in_current_incarnation(name), SqlAliasEvent.alias == alias)
+            .filter(in_current_incarnation(journal_workspace(self), name), SqlAliasEvent.alias == alias)
             .order_by(SqlAliasEvent.sequence.desc())
         )
         cancelled, before, batch = 0, None, 16

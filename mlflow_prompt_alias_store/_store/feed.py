@@ -21,11 +21,16 @@ from mlflow.utils.validation import _validate_model_name
 from mlflow_prompt_alias_store._cursor import START_WINDOW, Cursor, InvalidCursor
 from mlflow_prompt_alias_store._entities import AliasEvent
 from mlflow_prompt_alias_store._store.journal import to_entity
-from mlflow_prompt_alias_store._compat import write_session
+from mlflow_prompt_alias_store._compat import journal_workspace, write_session
 from mlflow_prompt_alias_store._store.models import SqlAliasEvent, SqlSetting
 from mlflow_prompt_alias_store._store.triggers import NOTIFY_CHANNEL
 
 _logger = logging.getLogger(__name__)
+
+# ``read_alias_changes``'s workspace: the active one (the request's), or every workspace's (a
+# thread that only wakes readers, outside any request).
+CURRENT_WORKSPACE = object()
+ALL_WORKSPACES = None
 
 # Events read per round at most; a watcher further behind catches up over several rounds.
 BATCH = 500
@@ -84,14 +89,16 @@ class FeedMixin:
         name: str | None = None,
         limit: int = BATCH,
         keep: Callable[[set[str]], set[str]] | None = None,
+        workspace: object = CURRENT_WORKSPACE,
     ) -> tuple[list[tuple[str, AliasEvent]], str]:
         """The journal's events after the cursor ``since`` (``None``: from now on), in the
         order a watcher gets them, each with the cursor right after it, and the cursor after
         them all.
 
         Only ``name``'s events if given, and only those of the prompts ``keep`` keeps of the
-        names it is given (the ones the reader may read); the cursor moves past the others all
-        the same.
+        names it is given (the ones the reader may read), and only the active workspace's (or
+        ``workspace``'s; ``ALL_WORKSPACES``: every one's); the cursor moves past the others all
+        the same (ids are the database's: a workspace's events are not a range of them).
 
         Raises:
             MlflowException: ``INVALID_PARAMETER_VALUE`` for a bad cursor or name.
@@ -99,6 +106,7 @@ class FeedMixin:
         cursor = parse_cursor(since)
         if name is not None:
             _validate_model_name(name)
+        ws = journal_workspace(self) if workspace is CURRENT_WORKSPACE else workspace
         with self.ManagedSessionMaker() as session:
             if cursor is None:
                 return [], self._start_cursor(session).encode()
@@ -108,13 +116,14 @@ class FeedMixin:
             if cursor.gaps:
                 wanted = wanted | SqlAliasEvent.id.in_(sorted(cursor.gaps))
             rows = session.query(SqlAliasEvent).filter(wanted).order_by(SqlAliasEvent.id).limit(limit).all()
-            kept = {row.name for row in rows if name is None or row.name == name}
+            mine = [row for row in rows if ws is ALL_WORKSPACES or row.workspace == ws]
+            kept = {row.name for row in mine if name is None or row.name == name}
             if keep is not None and kept:
                 kept = keep(kept)
             events = []
             for row in rows:
                 cursor.advance(row.id, now)
-                if row.name in kept:
+                if row.name in kept and (ws is ALL_WORKSPACES or row.workspace == ws):
                     events.append((cursor.encode(), to_entity(row)))
         return events, cursor.encode()
 

@@ -20,6 +20,7 @@ from mlflow.store.model_registry.dbmodels.models import (
 )
 from mlflow.utils.validation import _validate_model_name
 
+from mlflow_prompt_alias_store._compat import journal_workspace
 from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._compat import validate_alias_name
 from mlflow_prompt_alias_store._entities import AliasAssignment, AliasEvent
@@ -64,7 +65,9 @@ class JournalReadsMixin:
             .first()
         )
         if exists is None and (
-            session.query(SqlAliasEvent.id).filter(SqlAliasEvent.name == name).first() is None
+            session.query(SqlAliasEvent.id)
+            .filter(SqlAliasEvent.workspace == journal_workspace(self), SqlAliasEvent.name == name)
+            .first() is None
         ):
             raise MlflowException(
                 f"Registered Model with name={name} not found", RESOURCE_DOES_NOT_EXIST
@@ -92,7 +95,7 @@ class JournalReadsMixin:
                 session
                 .query(SqlAliasEvent.to_version)
                 .filter(
-                    in_current_incarnation(name),
+                    in_current_incarnation(journal_workspace(self), name),
                     SqlAliasEvent.alias == alias,
                     SqlAliasEvent.timestamp <= timestamp_ms,
                 )
@@ -216,7 +219,7 @@ class JournalReadsMixin:
         with self.ManagedSessionMaker() as session:
             query = session.query(*EVENT_COLUMNS)
             if include_deleted:
-                query = query.filter(SqlAliasEvent.name == name)
+                query = query.filter(SqlAliasEvent.workspace == journal_workspace(self), SqlAliasEvent.name == name)
                 if before is not None:
                     query = query.filter(
                         (SqlAliasEvent.incarnation < before_incarnation)
@@ -224,7 +227,7 @@ class JournalReadsMixin:
                     )
                 order = (SqlAliasEvent.incarnation.desc(), SqlAliasEvent.sequence.desc())
             else:
-                query = query.filter(in_current_incarnation(name))
+                query = query.filter(in_current_incarnation(journal_workspace(self), name))
                 if before is not None:
                     query = query.filter(SqlAliasEvent.sequence < before)
                 order = (SqlAliasEvent.sequence.desc(),)

@@ -20,6 +20,7 @@ from sqlalchemy import delete
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from mlflow_prompt_alias_store._compat import journal_workspace
 from mlflow_prompt_alias_store._store.models import SqlIdempotencyKey
 
 # How long a key is remembered: a retry comes within seconds or minutes; a day covers a client
@@ -77,7 +78,8 @@ class IdempotencyMixin:
         request."""
         if key is None:
             return NOT_SEEN
-        row = session.get(SqlIdempotencyKey, key)
+        # A key is its client's within the workspace: the same key elsewhere is another request.
+        row = session.get(SqlIdempotencyKey, (journal_workspace(self), key))
         if row is None:
             return NOT_SEEN
         if (row.operation, row.fingerprint) != (operation, request):
@@ -95,7 +97,7 @@ class IdempotencyMixin:
         now = time.time()
         session.add(
             SqlIdempotencyKey(
-                key=key, operation=operation, fingerprint=request, result=json.dumps(answer),
+                workspace=journal_workspace(self), key=key, operation=operation, fingerprint=request, result=json.dumps(answer),
                 timestamp=int(now * 1000),
             )
         )

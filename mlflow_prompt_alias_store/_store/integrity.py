@@ -31,11 +31,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.store.model_registry.dbmodels.models import SqlModelVersion, SqlRegisteredModelAlias
 
-from mlflow_prompt_alias_store._compat import query as scoped_query
-from mlflow_prompt_alias_store._compat import read_engine, write_session
+from mlflow_prompt_alias_store._compat import (
+    active_workspace,
+    bound_workspace,
+    in_workspace,
+    read_engine,
+    row_workspace,
+    same_workspace,
+    write_session,
+)
 from mlflow_prompt_alias_store._store import triggers
 from mlflow_prompt_alias_store._store.journal import Journal
 from mlflow_prompt_alias_store._store.models import (
+    DEFAULT_WORKSPACE,
     SqlAliasEvent,
     SqlAliasSequence,
     SqlProtectedAlias,
@@ -57,6 +65,7 @@ class Discrepancy:
     """An alias whose row the journal does not explain, or a protected alias on a missing
     version."""
 
+    workspace: str
     name: str
     alias: str
     # What the replayed journal says the alias is (None: does not exist) and what its row is.
@@ -65,7 +74,13 @@ class Discrepancy:
     problem: str
 
     def __str__(self) -> str:
-        return f"{self.name}@{self.alias}: {self.problem}"
+        return f"{self.where}: {self.problem}"
+
+    @property
+    def where(self) -> str:
+        """``name@alias``, after ``workspace/`` outside the default workspace."""
+        prefix = "" if self.workspace == DEFAULT_WORKSPACE else f"{self.workspace}/"
+        return f"{prefix}{self.name}@{self.alias}"
 
 
 def _follow(events, state=None, broken=None) -> tuple[int | None, str | None]:
@@ -81,25 +96,30 @@ def _follow(events, state=None, broken=None) -> tuple[int | None, str | None]:
 
 
 def _current_events(session):
-    """The events of every prompt's current incarnation, by prompt, alias and sequence."""
+    """The events of every prompt's current incarnation (in every workspace), by workspace,
+    prompt, alias and sequence."""
     return (
         session.query(
-            SqlAliasEvent.name, SqlAliasEvent.alias, SqlAliasEvent.action, SqlAliasEvent.from_version,
-            SqlAliasEvent.to_version, SqlAliasEvent.sequence,
+            SqlAliasEvent.workspace, SqlAliasEvent.name, SqlAliasEvent.alias, SqlAliasEvent.action,
+            SqlAliasEvent.from_version, SqlAliasEvent.to_version, SqlAliasEvent.sequence,
         )  # fmt: skip
         .join(
             SqlAliasSequence,
-            (SqlAliasSequence.name == SqlAliasEvent.name) & (SqlAliasSequence.incarnation == SqlAliasEvent.incarnation),
+            (SqlAliasSequence.workspace == SqlAliasEvent.workspace)
+            & (SqlAliasSequence.name == SqlAliasEvent.name)
+            & (SqlAliasSequence.incarnation == SqlAliasEvent.incarnation),
         )
-        .order_by(SqlAliasEvent.name, SqlAliasEvent.alias, SqlAliasEvent.sequence)
+        .order_by(SqlAliasEvent.workspace, SqlAliasEvent.name, SqlAliasEvent.alias, SqlAliasEvent.sequence)
     )
 
 
-def _replay(session) -> dict[tuple[str, str], tuple[int | None, str | None]]:
-    """Every alias of every prompt's current incarnation, replayed (``_follow``). Streamed."""
-    states: dict[tuple[str, str], tuple[int | None, str | None]] = {}
-    for name, alias, *event in _current_events(session).yield_per(5000):
-        states[(name, alias)] = _follow([event], *states.get((name, alias), (None, None)))
+def _replay(session) -> dict[tuple[str, str, str], tuple[int | None, str | None]]:
+    """Every alias of every prompt's current incarnation, replayed (``_follow``), by
+    (workspace, name, alias). Streamed."""
+    states: dict[tuple[str, str, str], tuple[int | None, str | None]] = {}
+    for workspace, name, alias, *event in _current_events(session).yield_per(5000):
+        key = (workspace, name, alias)
+        states[key] = _follow([event], *states.get(key, (None, None)))
     return states
 
 
@@ -188,28 +208,34 @@ class IntegrityMixin:
         live = (
             select(versions.c.version)
             .where(
+                same_workspace(versions, aliases),
                 versions.c.name == aliases.c.name,
                 versions.c.version == aliases.c.version,
                 versions.c.current_stage != STAGE_DELETED_INTERNAL,
             )
             .exists()
         )
+        protected = SqlProtectedAlias.__table__
+        workspace = getattr(aliases.c, "workspace", None)
+        on = protected.c.alias == aliases.c.alias
+        on &= protected.c.workspace == (workspace if workspace is not None else DEFAULT_WORKSPACE)
         rows = session.execute(
-            select(aliases.c.name, aliases.c.alias, aliases.c.version)
-            .join(SqlProtectedAlias.__table__, SqlProtectedAlias.alias == aliases.c.alias)
+            select(protected.c.workspace, aliases.c.name, aliases.c.alias, aliases.c.version)
+            .join(protected, on)
             .where(~live)
-            .order_by(aliases.c.name, aliases.c.alias)
+            .order_by(protected.c.workspace, aliases.c.name, aliases.c.alias)
         ).all()
         return [
-            Discrepancy(n, a, v, v, f"protected, but points to version {v}, which does not exist")
-            for n, a, v in rows
+            Discrepancy(w, n, a, v, v, f"protected, but points to version {v}, which does not exist")
+            for w, n, a, v in rows
         ]
 
     def _discrepancies(self, session) -> list[Discrepancy]:
         """Every alias the replayed journal does not explain, and every protected alias on a
         missing version."""
         states = _replay(session)
-        rows = {(r.name, r.alias): r.version for r in scoped_query(self, session, SqlRegisteredModelAlias)}
+        # Every workspace's (the check is the database's, not one request's).
+        rows = {(row_workspace(r), r.name, r.alias): r.version for r in session.query(SqlRegisteredModelAlias)}
         found = []
         for key in sorted(states.keys() | rows.keys()):
             state, broken = states.get(key, (None, None))
@@ -251,9 +277,10 @@ class IntegrityMixin:
             if d.problem.startswith("protected"):
                 done.append(self._return_to_existing_version(d))
             else:
-                self._alias_write(d.name, lambda session, journal, d=d: self._baseline(session, journal, d),
-                                  record=False, check=False)  # fmt: skip
-                done.append(f"journaled a baseline for {d.name}@{d.alias} ({d.journal_version} -> {d.row_version})")
+                with bound_workspace(d.workspace):
+                    self._alias_write(d.name, lambda session, journal, d=d: self._baseline(session, journal, d),
+                                      record=False, check=False)  # fmt: skip
+                done.append(f"journaled a baseline for {d.where} ({d.journal_version} -> {d.row_version})")
         self._record_alias_table_id()
         self._integrity_problems, self._integrity_checked_at = (), float("-inf")
         return done
@@ -262,8 +289,10 @@ class IntegrityMixin:
         """Re-checked under the lock: journal the alias row as found, if the journal still
         does not explain it."""
         journal.actor = actor
-        events = _current_events(session).filter(SqlAliasEvent.name == d.name, SqlAliasEvent.alias == d.alias)
-        state, broken = _follow(event for _, _, *event in events)
+        events = _current_events(session).filter(
+            SqlAliasEvent.workspace == d.workspace, SqlAliasEvent.name == d.name, SqlAliasEvent.alias == d.alias
+        )
+        state, broken = _follow(event for _, _, _, *event in events)
         row = self._get_registered_model_alias(session, d.name, d.alias)
         row_version = row.version if row is not None else None
         if state != row_version or broken is not None:
@@ -278,7 +307,8 @@ class IntegrityMixin:
             versions = [
                 e.to_version
                 for e in session.query(SqlAliasEvent.to_version)
-                .filter(SqlAliasEvent.name == d.name, SqlAliasEvent.alias == d.alias, SqlAliasEvent.to_version.isnot(None))
+                .filter(SqlAliasEvent.workspace == d.workspace, SqlAliasEvent.name == d.name,
+                        SqlAliasEvent.alias == d.alias, SqlAliasEvent.to_version.isnot(None))  # fmt: skip
                 .order_by(SqlAliasEvent.id.desc())
             ]
             for version in versions:
@@ -286,6 +316,7 @@ class IntegrityMixin:
                     continue
                 found = session.execute(
                     select(SqlModelVersion.version).where(
+                        in_workspace(SqlModelVersion.__table__, active_workspace(self)),
                         SqlModelVersion.name == d.name, SqlModelVersion.version == version,
                         SqlModelVersion.current_stage != STAGE_DELETED_INTERNAL,
                     )  # fmt: skip
@@ -295,7 +326,8 @@ class IntegrityMixin:
                     return version
             return None
 
-        version = self._alias_write(d.name, write, record=False, check=False)
+        with bound_workspace(d.workspace):
+            version = self._alias_write(d.name, write, record=False, check=False)
         if version is None:
-            return f"left {d.name}@{d.alias} on version {d.row_version}: no version of its history exists"
-        return f"moved {d.name}@{d.alias} from the missing version {d.row_version} back to version {version}"
+            return f"left {d.where} on version {d.row_version}: no version of its history exists"
+        return f"moved {d.where} from the missing version {d.row_version} back to version {version}"

@@ -120,19 +120,24 @@ def to_entity(row: SqlAliasEvent) -> AliasEvent:
     )
 
 
-def current_incarnation(name):
-    """The current incarnation of prompt ``name`` (a column or a bound value), as a scalar
-    subquery: its counter row's (``NULL`` for a name with no journal)."""
+def current_incarnation(workspace, name):
+    """The current incarnation of prompt ``name`` of ``workspace`` (columns or bound values),
+    as a scalar subquery: its counter row's (``NULL`` for a name with no journal)."""
     return (
         select(SqlAliasSequence.incarnation)
-        .where(SqlAliasSequence.name == name)
+        .where(SqlAliasSequence.workspace == workspace, SqlAliasSequence.name == name)
         .scalar_subquery()
     )
 
 
-def in_current_incarnation(name):
-    """The condition on ``SqlAliasEvent``: events of ``name``'s current incarnation."""
-    return (SqlAliasEvent.name == name) & (SqlAliasEvent.incarnation == current_incarnation(name))
+def in_current_incarnation(workspace, name):
+    """The condition on ``SqlAliasEvent``: events of the current incarnation of ``name`` of
+    ``workspace``."""
+    return (
+        (SqlAliasEvent.workspace == workspace)
+        & (SqlAliasEvent.name == name)
+        & (SqlAliasEvent.incarnation == current_incarnation(workspace, name))
+    )
 
 
 class Journal:
@@ -145,8 +150,9 @@ class Journal:
     kind of event no alias-row change makes (``baseline``).
     """
 
-    def __init__(self, session, name: str, dialect: str, action: str | None = None):
+    def __init__(self, session, workspace: str, name: str, dialect: str, action: str | None = None):
         self._session = session
+        self.workspace = workspace
         self.name = name
         self.actor = current_actor()
         self._dialect = dialect
@@ -184,7 +190,7 @@ class Journal:
     def latest(self, alias: str | None = None) -> AliasEvent | None:
         """The prompt's (or its ``alias``'s) newest event in its current incarnation."""
         self._session.flush()
-        query = self._session.query(*EVENT_COLUMNS).filter(in_current_incarnation(self.name))
+        query = self._session.query(*EVENT_COLUMNS).filter(in_current_incarnation(self.workspace, self.name))
         if alias is not None:
             query = query.filter(SqlAliasEvent.alias == alias)
         row = query.order_by(SqlAliasEvent.sequence.desc()).first()
@@ -217,14 +223,15 @@ class Journal:
         now, role = self._session.execute(
             select(literal_column(triggers.NOW_MS[self._dialect]), literal_column(triggers.DB_ROLE[self._dialect]))
         ).one()
-        counter = self._session.get(SqlAliasSequence, self.name, with_for_update=True)
+        counter = self._session.get(SqlAliasSequence, (self.workspace, self.name), with_for_update=True)
         if counter is None:
-            counter = SqlAliasSequence(name=self.name, incarnation=0, sequence=0, timestamp=0)
+            counter = SqlAliasSequence(workspace=self.workspace, name=self.name, incarnation=0, sequence=0, timestamp=0)
             self._session.add(counter)
         counter.sequence += 1
         # Never earlier than the previous event, so time order and sequence order agree.
         counter.timestamp = max(int(now), counter.timestamp)
         row = SqlAliasEvent(
+            workspace=self.workspace,
             name=self.name,
             incarnation=counter.incarnation,
             alias=alias,

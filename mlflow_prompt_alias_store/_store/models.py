@@ -19,6 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import declarative_base
 
+from mlflow_prompt_alias_store._compat import DEFAULT_WORKSPACE
+
 Base = declarative_base()
 
 # The Alembic version table for our migrations. The ``alembic_`` prefix matters: MLflow's
@@ -31,6 +33,14 @@ TABLE_PREFIX = "prompt_alias_"
 MAX_INTEGER = 2**31 - 1
 MAX_BIGINT = 2**63 - 1
 
+# MLflow's workspaces (3.10+): the width of its workspace column (DEFAULT_WORKSPACE: its
+# default workspace, where every row of a database without workspaces belongs).
+WORKSPACE_WIDTH = 63
+
+
+def _workspace() -> Column:
+    return Column(String(WORKSPACE_WIDTH), nullable=False, server_default=DEFAULT_WORKSPACE)
+
 # BIGINT autoincrement is not a rowid alias on SQLite; INTEGER PRIMARY KEY is.
 _BigIntId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -41,6 +51,8 @@ class SqlAliasEvent(Base):
     __tablename__ = "prompt_alias_events"
 
     id = Column(_BigIntId, autoincrement=True)
+    # The prompt's MLflow workspace; rewritten when the prompt moves to another.
+    workspace = _workspace()
     # Registered model (prompt) name; rewritten when the model is renamed.
     name = Column(String(256), nullable=False)
     # Which prompt of that name: a prompt created (or renamed onto) a name whose previous
@@ -66,21 +78,24 @@ class SqlAliasEvent(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("id", name="prompt_alias_events_pk"),
-        UniqueConstraint("name", "incarnation", "sequence", name="prompt_alias_events_name_incarnation_sequence_uq"),
-        Index("prompt_alias_events_name_incarnation_alias_sequence_idx", "name", "incarnation", "alias", "sequence"),
+        UniqueConstraint("workspace", "name", "incarnation", "sequence",
+                         name="prompt_alias_events_ws_name_incarnation_sequence_uq"),
+        Index("prompt_alias_events_ws_name_incarnation_alias_seq_idx",
+              "workspace", "name", "incarnation", "alias", "sequence"),
     )
 
 
 class SqlProtectedAlias(Base):
-    """A registry-wide protected alias name: it can be moved, never removed."""
+    """A protected alias name, in every prompt of one workspace: it can be moved, never removed."""
 
     __tablename__ = "prompt_alias_protected"
 
+    workspace = _workspace()
     alias = Column(String(256), nullable=False)
     actor = Column(String(256), nullable=True)
     timestamp = Column(BigInteger, nullable=False)
 
-    __table_args__ = (PrimaryKeyConstraint("alias", name="prompt_alias_protected_pk"),)
+    __table_args__ = (PrimaryKeyConstraint("workspace", "alias", name="prompt_alias_protected_pk"),)
 
 
 class SqlProtectionEvent(Base):
@@ -89,6 +104,7 @@ class SqlProtectionEvent(Base):
     __tablename__ = "prompt_alias_protection_events"
 
     id = Column(_BigIntId, autoincrement=True)
+    workspace = _workspace()
     alias = Column(String(256), nullable=False)
     # protect | unprotect
     action = Column(String(16), nullable=False)
@@ -97,7 +113,7 @@ class SqlProtectionEvent(Base):
 
     __table_args__ = (
         PrimaryKeyConstraint("id", name="prompt_alias_protection_events_pk"),
-        Index("prompt_alias_protection_events_alias_idx", "alias"),
+        Index("prompt_alias_protection_events_ws_alias_idx", "workspace", "alias"),
     )
 
 
@@ -117,18 +133,19 @@ class SqlWriteContext(Base):
 
 
 class SqlAliasSequence(Base):
-    """Per prompt name, its current incarnation and that incarnation's last sequence number,
+    """Per prompt (workspace and name), its current incarnation and that incarnation's last sequence number,
     and the last event's time. The triggers (and the store's baselines) take the next number
     from here; the row lock orders one prompt's events without locking any MLflow row."""
 
     __tablename__ = "prompt_alias_sequences"
 
+    workspace = _workspace()
     name = Column(String(256), nullable=False)
     incarnation = Column(Integer, nullable=False, server_default="0")
     sequence = Column(Integer, nullable=False)
     timestamp = Column(BigInteger, nullable=False)
 
-    __table_args__ = (PrimaryKeyConstraint("name", name="prompt_alias_sequences_pk"),)
+    __table_args__ = (PrimaryKeyConstraint("workspace", "name", name="prompt_alias_sequences_pk"),)
 
 
 class SqlIdempotencyKey(Base):
@@ -138,6 +155,8 @@ class SqlIdempotencyKey(Base):
 
     __tablename__ = "prompt_alias_idempotency_keys"
 
+    # A key is the client's within one workspace: the same key elsewhere is another request.
+    workspace = _workspace()
     key = Column(String(128), nullable=False)
     # rollback | set_if | protect | unprotect
     operation = Column(String(32), nullable=False)
@@ -149,7 +168,7 @@ class SqlIdempotencyKey(Base):
     timestamp = Column(BigInteger, nullable=False)
 
     __table_args__ = (
-        PrimaryKeyConstraint("key", name="prompt_alias_idempotency_keys_pk"),
+        PrimaryKeyConstraint("workspace", "key", name="prompt_alias_idempotency_keys_pk"),
         Index("prompt_alias_idempotency_keys_timestamp_idx", "timestamp"),
     )
 

@@ -115,3 +115,21 @@ class PromptAliasRegistryStore(
             self._record_baselines()
             self._record_alias_table_id()
 
+
+_WORKSPACE_AWARE: type | None = None
+
+
+def workspace_aware_store() -> type:
+    """``PromptAliasRegistryStore`` scoped to the request's workspace (MLflow 3.10+, with
+    workspaces on): MLflow's ``WorkspaceAwareSqlAlchemyStore`` under this package's mixins, so
+    every stock query and every journal read and write is the active workspace's."""
+    global _WORKSPACE_AWARE
+    if _WORKSPACE_AWARE is None:
+        from mlflow.store.model_registry.sqlalchemy_workspace_store import WorkspaceAwareSqlAlchemyStore
+
+        class WorkspaceAwarePromptAliasRegistryStore(PromptAliasRegistryStore, WorkspaceAwareSqlAlchemyStore):
+            """``PromptAliasRegistryStore`` with MLflow's workspaces on."""
+
+        _WORKSPACE_AWARE = WorkspaceAwarePromptAliasRegistryStore
+    return _WORKSPACE_AWARE
+

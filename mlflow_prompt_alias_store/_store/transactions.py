@@ -16,6 +16,7 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from mlflow.store.db.db_types import MYSQL, SQLITE
 from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModel
 
+from mlflow_prompt_alias_store._compat import journal_workspace
 from mlflow_prompt_alias_store._compat import query as scoped_query
 from mlflow_prompt_alias_store._compat import write_session
 from mlflow_prompt_alias_store._errors import AliasStateError
@@ -106,7 +107,7 @@ class AliasTransactionsMixin:
                         session.connection(execution_options={"isolation_level": "READ COMMITTED"})
                     if lock or self.db_type == SQLITE:
                         self._lock_prompt(session, name)
-                    journal = Journal(session, name, self.db_type, action)
+                    journal = Journal(session, journal_workspace(self), name, self.db_type, action)
                     result = write(session, journal)
                     journal.close()
             except MlflowException as e:
