@@ -154,21 +154,34 @@ def test_the_feed_and_the_cli_see_only_their_workspace(sqlite_uri, workspaces_on
     mlflow.set_workspace(B)
     events, _ = client._store.read_alias_changes(cursor)
     assert [(e.alias, e.to_version) for _, e in events] == [("production", 2)]
+    # A watch keeps the workspace it started in, whichever the process is in when it reads.
+    mlflow.set_workspace(A)
+    with client.watch_aliases(name=PROMPT, timeout=30) as watch:
+        mlflow.set_workspace(B)
+        mlflow.genai.set_prompt_alias(PROMPT, "canary", 1)
+        mlflow.set_workspace(A)
+        mlflow.genai.set_prompt_alias(PROMPT, "canary", 2)
+        mlflow.set_workspace(B)
+        event = next(watch)
+    assert (event.alias, event.to_version) == ("canary", 2)
 
     # The CLI takes the workspace as MLflow's clients do: --workspace, or MLFLOW_WORKSPACE.
     mlflow.set_workspace(None)
     from test_cli import ok
 
     out = ok("--workspace", B, "history", PROMPT, "--output", "json", uri=sqlite_uri)
-    assert [(e["action"], e["to_version"]) for e in json.loads(out)["events"]] == [("move", 2), ("set", 1)]
+    assert [(e["alias"], e["action"], e["to_version"]) for e in json.loads(out)["events"]] == [
+        ("canary", "set", 1), ("production", "move", 2), ("production", "set", 1)]  # fmt: skip
     assert "MLFLOW_WORKSPACE" not in os.environ  # the command's, not the process's from then on
     monkeypatch.setenv("MLFLOW_WORKSPACE", A)
     out = ok("history", PROMPT, "--output", "json", uri=sqlite_uri)
-    assert [(e["alias"], e["action"]) for e in json.loads(out)["events"]] == [("staging", "set"), ("production", "set")]
+    assert [(e["alias"], e["action"]) for e in json.loads(out)["events"]] == [
+        ("canary", "set"), ("staging", "set"), ("production", "set")]  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["CASCADE", "SET_DEFAULT"])
-def test_a_deleted_workspace_takes_its_journal(sqlite_uri, workspaces_on, mode):
+def test_a_deleted_workspace_takes_its_journal(plugin_uri, workspaces_on, mode):
+    sqlite_uri = plugin_uri  # (every engine: the trigger on MLflow's workspaces table)
     _seed(sqlite_uri)
     client = PromptAliasClient(sqlite_uri)
     mlflow.set_workspace(A)
@@ -323,6 +336,14 @@ def test_the_page_shows_one_workspace_and_switches(sqlite_uri, tmp_path, browser
         segments = browser.find_elements(By.CSS_SELECTOR, "#timeline g.segment")
         assert [s.get_attribute("data-version") for s in segments] == ["1", "2"]
         browser.save_screenshot(str(tmp_path / "workspace-page.png"))
+        # To MLflow's UI and back, in the same workspace (its hash route carries ?workspace=).
+        to_ui = browser.find_element(By.ID, "mlflow-ui-link").get_attribute("href")
+        assert to_ui.endswith(f"#/prompts/{PROMPT}?workspace={B}")
+        timeline = browser.current_url
+        browser.get(to_ui)
+        back = WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "prompt-alias-link"))
+        assert back.get_attribute("href").endswith(f"/prompt-alias/prompt?name={PROMPT}&workspace={B}")
+        browser.get(timeline)
         browser.find_element(By.CSS_SELECTOR, 'tr[data-alias="production"] button.rollback').click()
         WebDriverWait(browser, 10).until(ec.alert_is_present())
         browser.switch_to.alert.accept()
@@ -345,3 +366,32 @@ def test_the_page_shows_one_workspace_and_switches(sqlite_uri, tmp_path, browser
         # A workspace that does not exist is MLflow's error, not the default workspace's page.
         browser.get(url + "/prompt-alias/?workspace=no-such-team")
         assert "only-in-b" not in browser.page_source and PROMPT not in browser.page_source
+
+
+def test_triggers_installed_before_mlflows_workspace_column_are_rekeyed(sqlite_uri, mocker):
+    """A database whose triggers were installed while MLflow's tables had no workspace column
+    (MLflow 3.9; ``mlflow db upgrade`` adds it): the package sees its triggers as altered and
+    re-installs the keyed ones on the next open; every event is keyed by workspace again."""
+    from mlflow_prompt_alias_store._store import triggers
+
+    engine = sqlalchemy.create_engine(sqlite_uri.removeprefix("prompt-alias+"))
+    mocker.patch.object(triggers, "mlflow_workspaces", return_value=(False, False))  # as on MLflow 3.9
+    with engine.begin() as conn:
+        triggers.install(conn)
+        old = triggers._installed(conn)["prompt_alias_journal_insert"][0]
+    mocker.stopall()  # MLflow's tables as they are: with the column
+    assert "'default'" in old and "NEW.workspace" not in old
+    with engine.connect() as conn:
+        assert triggers.problems(conn)["prompt_alias_journal_insert"] == "altered"
+        assert "prompt_alias_workspace_delete" in triggers.problems(conn)
+    engine.dispose()
+    client = PromptAliasClient(sqlite_uri)  # the open re-installs them
+    engine = sqlalchemy.create_engine(sqlite_uri.removeprefix("prompt-alias+"))
+    with engine.connect() as conn:
+        assert triggers.problems(conn) == {}
+        assert "NEW.workspace" in triggers._installed(conn)["prompt_alias_journal_insert"][0]
+    engine.dispose()
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.genai.register_prompt(PROMPT, "v1")
+    mlflow.genai.set_prompt_alias(PROMPT, "production", 1)
+    assert _summary(client.get_alias_history(PROMPT)) == [("production", "set", None, 1, 1)]

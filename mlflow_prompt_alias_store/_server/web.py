@@ -357,8 +357,9 @@ def prompt() -> Response:
     return Response(html, mimetype="text/html")
 
 
-# MLflow's UI is one page (a hash router): on a prompt's page there (``#/prompts/NAME``) a
-# link to that prompt's alias timeline appears at the top, in MLflow's blue. Inline, small, no request of
+# MLflow's UI is one page (a hash router): on a prompt's page there (``#/prompts/NAME``, with
+# ``?workspace=`` in the hash with workspaces on) a link to that prompt's alias timeline (in
+# that workspace) appears at the top, in MLflow's blue. Inline, small, no request of
 # its own; the name is taken from the address the UI itself shows.
 _UI_LINK = """<script>(function(){
 var page=__PAGE__, link=document.createElement("a");
@@ -367,7 +368,9 @@ link.style.cssText="position:fixed;top:12px;left:50%;transform:translateX(-50%);
  "border-radius:4px;background:#2272b4;color:#fff;font:13px -apple-system,BlinkMacSystemFont,'Segoe UI',Roboto,"+
  "'Helvetica Neue',Arial,sans-serif;text-decoration:none;box-shadow:0 1px 3px rgba(0,0,0,.3);display:none";
 function update(){var m=/^#\/prompts\/([^/?]+)/.exec(location.hash);
- if(m){link.href=page+"prompt?name="+encodeURIComponent(decodeURIComponent(m[1]));link.style.display="block";}
+ var q=location.hash.split("?")[1], ws=q?new URLSearchParams(q).get("workspace"):null;
+ if(m){link.href=page+"prompt?name="+encodeURIComponent(decodeURIComponent(m[1]))+
+  (ws?"&workspace="+encodeURIComponent(ws):"");link.style.display="block";}
  else{link.style.display="none";}}
 window.addEventListener("hashchange",update);
 document.addEventListener("DOMContentLoaded",function(){document.body.appendChild(link);update();});
