@@ -236,7 +236,10 @@ def test_a_server_with_workspaces(request, tmp_path, app, database, monkeypatch)
         env = auth_config(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN[1])
-    with mlflow_server(plain, tmp_path, *extra, env=env) as (url, _):
+    # The auth server's backend store is a prompt-alias+ URI too: its workspaces are MLflow's
+    # workspace store on the inner URL (the package's entry point).
+    backend = uri if app == "prompt-alias-auth" else plain
+    with mlflow_server(backend, tmp_path, *extra, env=env) as (url, _):
         monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES", raising=False)  # a client's
         try:
             _seed(url)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
+import sys
 import threading
 import time
 from typing import Callable, Iterator
@@ -138,10 +140,18 @@ def source_for(backend):
     """The rounds of a watch on ``backend``: a server's REST backend, or a store in-process.
     Either way in the workspace chosen now (``mlflow.set_workspace``, ``MLFLOW_WORKSPACE``),
     whichever the process chooses later: a watch is one workspace's feed."""
+    workspace = _chosen_workspace()
+    return RestSource(backend, workspace) if hasattr(backend, "watch_round") else StoreSource(backend, workspace)
+
+
+def _chosen_workspace() -> str | None:
+    """The workspace this thread's calls are in: MLflow's choice in a process that uses MLflow;
+    on the CLI's HTTP path, which imports no MLflow, ``MLFLOW_WORKSPACE``."""
+    if "mlflow" not in sys.modules:
+        return os.environ.get("MLFLOW_WORKSPACE", "").strip() or None
     from mlflow_prompt_alias_store._compat import request_workspace
 
-    workspace = request_workspace()
-    return RestSource(backend, workspace) if hasattr(backend, "watch_round") else StoreSource(backend, workspace)
+    return request_workspace()
 
 
 class AliasWatch(Iterator[AliasEvent]):

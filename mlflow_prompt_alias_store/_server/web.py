@@ -212,12 +212,13 @@ def _page_count(items: int, per_page: int) -> int:
 
 
 def _page_workspace() -> str | None:
-    """The workspace the page shows: its ``workspace`` query argument (which the server took
-    as the request's workspace header: :func:`workspace_from_query`), ``None`` for the
-    default. Only with MLflow's workspaces on."""
-    from mlflow_prompt_alias_store._compat import workspaces_enabled
+    """The workspace the page shows, as MLflow resolved it for the request (from its header,
+    or the page's ``workspace`` argument turned into the header: ``WorkspaceFromQuery``,
+    ``_header_from_query``); ``None`` for the default workspace, and without workspaces."""
+    from mlflow_prompt_alias_store._compat import DEFAULT_WORKSPACE, request_workspace, workspaces_enabled
 
-    return (request.args.get("workspace") or None) if workspaces_enabled() else None
+    workspace = request_workspace() if workspaces_enabled() else None
+    return workspace if workspace != DEFAULT_WORKSPACE else None
 
 
 def _render(template: str, **context) -> str:
