@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,7 @@ from mlflow_prompt_alias_store._compat import HAS_WORKSPACES
 from _journal_check import check_journal
 from _oracle import db_snapshot
 from _server import mlflow_server
+from test_live_aliases import HAS_PROMPT_CACHE
 from test_web_page import browser  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.skipif(not HAS_WORKSPACES, reason=f"MLflow {mlflow.__version__} has no workspaces (3.10+)")
@@ -398,3 +400,75 @@ def test_triggers_installed_before_mlflows_workspace_column_are_rekeyed(sqlite_u
     mlflow.genai.register_prompt(PROMPT, "v1")
     mlflow.genai.set_prompt_alias(PROMPT, "production", 1)
     assert _summary(client.get_alias_history(PROMPT)) == [("production", "set", None, 1, 1)]
+
+
+@pytest.mark.skipif(not HAS_PROMPT_CACHE, reason="MLflow before 3.8 caches nothing by alias")
+def test_live_aliases_keep_only_their_workspaces_loads(sqlite_uri, workspaces_on, monkeypatch):
+    """Live aliases started in team-a keep only team-a's cached loads past stock's TTL: a load
+    in team-b (whose events that watch never sees) expires by stock's TTL, so a change there is
+    seen after it, never hidden for good."""
+    from mlflow_prompt_alias_store import enable_live_aliases
+
+    monkeypatch.setenv("MLFLOW_ALIAS_PROMPT_CACHE_TTL_SECONDS", "1")
+    _seed(sqlite_uri)
+    plain = sqlite_uri.removeprefix("prompt-alias+")
+    mlflow.set_workspace(A)
+    with enable_live_aliases(sqlite_uri) as live:
+        assert live.wait_connected(30)
+        mlflow.set_workspace(B)
+        assert mlflow.genai.load_prompt(f"prompts:/{PROMPT}@production").version == 1  # cached
+        engine = sqlalchemy.create_engine(plain)
+        with engine.begin() as conn:  # team-b moves, below any client: only a read sees it
+            conn.execute(sqlalchemy.text("UPDATE registered_model_aliases SET version = 2 "
+                                         "WHERE workspace = :w AND name = :n AND alias = 'production'"),
+                         {"w": B, "n": PROMPT})  # fmt: skip
+        engine.dispose()
+        time.sleep(2)  # past stock's TTL
+        assert mlflow.genai.load_prompt(f"prompts:/{PROMPT}@production").version == 2
+
+
+@pytest.mark.server
+def test_alias_webhooks_fire_in_their_workspace(sqlite_uri, tmp_path):
+    """A rollback through the package fires the workspace's own alias webhooks (MLflow's
+    delivery, its payload naming the workspace), never another workspace's."""
+    webhooks = pytest.importorskip("mlflow.entities.webhook")
+    from http.server import HTTPServer
+    from threading import Thread
+
+    from test_server_app import SERVER_ENV, _Receiver
+
+    plain = sqlite_uri.removeprefix("prompt-alias+")
+    extra = ["--enable-workspaces", "--app-name", "prompt-alias", "--registry-store-uri", sqlite_uri]
+    receiver = HTTPServer(("127.0.0.1", 0), _Receiver)
+    Thread(target=receiver.serve_forever, daemon=True).start()
+    try:
+        # (SERVER_ENV: webhooks to http://127.0.0.1 allowed, MLflow's webhook cache 1 s.)
+        with mlflow_server(plain, tmp_path, *extra, env=SERVER_ENV) as (url, _):
+            try:
+                _seed(url)
+                client = PromptAliasClient(url)
+                for workspace in (A, B):
+                    mlflow.set_workspace(workspace)
+                    mlflow.genai.set_prompt_alias(PROMPT, "production", 2)
+                mlflow.set_workspace(A)
+                event = webhooks.WebhookEvent(webhooks.WebhookEntity.PROMPT_ALIAS, webhooks.WebhookAction.CREATED)
+                MlflowClient().create_webhook(name="a-hook", url=f"http://127.0.0.1:{receiver.server_port}/hook",
+                                              events=[event])  # fmt: skip
+                _Receiver.received.clear()
+                time.sleep(1.5)  # the server's webhook cache (1 s) holds none of team-a's yet
+                mlflow.set_workspace(B)
+                assert client.rollback_alias(PROMPT, "production").to_version == 1
+                time.sleep(1.5)
+                assert _Receiver.received == []  # team-b has no webhook
+                mlflow.set_workspace(A)
+                assert client.rollback_alias(PROMPT, "production").to_version == 1
+                deadline = time.monotonic() + 30
+                while not _Receiver.received and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                [payload] = _Receiver.received
+                assert payload["workspace"] == A
+                assert payload["data"] == {"name": PROMPT, "alias": "production", "version": "1"}
+            finally:
+                mlflow.set_workspace(None)
+    finally:
+        receiver.shutdown()
