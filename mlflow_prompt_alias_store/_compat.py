@@ -466,10 +466,6 @@ def request_workspace() -> str | None:
     return get_request_workspace()
 
 
-# MLflow's WORKSPACE_HEADER_NAME (3.10+): the request header that names the workspace.
-WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
-
-
 def cache_key_workspace(key) -> str | None:
     """The workspace a prompt-cache key was loaded in (``None``: none chosen; before 3.10)."""
     return getattr(key, "workspace", None)

@@ -6,6 +6,10 @@ registers them, and the client joins them to its tracking URI (which includes an
 
 from __future__ import annotations
 
+# MLflow's WORKSPACE_HEADER_NAME (3.10+): the request header that names the workspace. Here,
+# not imported from MLflow: the CLI's HTTP path imports no MLflow.
+WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
+
 # Under MLflow's own REST API prefix.
 _API = "/api/2.0/mlflow/prompt-alias"
 HISTORY = f"{_API}/history"

@@ -58,6 +58,12 @@ def test_the_builders_build_workspace_aware_stores(sqlite_uri, monkeypatch):
     assert isinstance(registry, PromptAliasRegistryStore) and registry.supports_workspaces
     assert tracking_store(sqlite_uri).supports_workspaces
     assert "default" in [w.name for w in workspace_store(sqlite_uri).list_workspaces()]
+    # The header the package's clients send and its page makes is MLflow's.
+    from mlflow.utils.workspace_utils import WORKSPACE_HEADER_NAME
+
+    from mlflow_prompt_alias_store import _routes
+
+    assert _routes.WORKSPACE_HEADER == WORKSPACE_HEADER_NAME
 
 
 def _summary(events) -> list[tuple]:

@@ -15,7 +15,7 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
-from mlflow_prompt_alias_store._routes import START_COMMAND
+from mlflow_prompt_alias_store._routes import START_COMMAND, WORKSPACE_HEADER
 
 # MLflow's ``_TRANSIENT_FAILURE_RESPONSE_CODES`` and the defaults of its
 # ``MLFLOW_HTTP_REQUEST_*`` environment variables.
@@ -77,11 +77,6 @@ def name_only_auth(username: str | None, password: str | None, token: str | None
     if not username or password or token:
         return {}
     return {"Authorization": "Basic " + base64.b64encode(f"{username}:".encode()).decode()}
-
-
-# MLflow's WORKSPACE_HEADER_NAME (mlflow.utils.workspace_utils, 3.10+; not imported: the CLI's
-# HTTP path imports no MLflow).
-WORKSPACE_HEADER = "X-MLFLOW-WORKSPACE"
 
 
 class LightTransport:

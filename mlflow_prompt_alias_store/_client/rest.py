@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._client.http import WORKSPACE_HEADER, name_only_auth, not_served
+from mlflow_prompt_alias_store._client.http import name_only_auth, not_served
 from mlflow_prompt_alias_store._entities import (
     AliasAssignment,
     AliasEvent,
@@ -130,6 +130,6 @@ class RestAliasBackend:
     def watch_round(self, since, name, wait, workspace: str | None = None) -> dict[str, Any]:
         params = {k: v for k, v in {"since": since, "name": name, "wait": f"{wait:.3f}"}.items() if v is not None}
         # The watch's workspace, whatever the process has chosen since it started.
-        headers = {WORKSPACE_HEADER: workspace} if workspace else {}
+        headers = {routes.WORKSPACE_HEADER: workspace} if workspace else {}
         return self._transport.call(routes.WATCH, "GET", params=params, timeout=wait + 15, max_retries=0,
                                     headers=headers)  # fmt: skip

@@ -399,7 +399,8 @@ def _link_from_mlflow_ui(response: Response) -> Response:
 # A browser's link or form cannot send a header: the page takes its workspace as the query
 # argument ``workspace``, which becomes the request's workspace header before MLflow resolves
 # (and, under ``prompt-alias-auth``, authorizes) it, exactly as a header sent by a client.
-_HEADER_ENVIRON = "HTTP_X_MLFLOW_WORKSPACE"
+_HEADER_ENVIRON = "HTTP_" + routes.WORKSPACE_HEADER.upper().replace("-", "_")
+_HEADER_ASGI = routes.WORKSPACE_HEADER.lower().encode()
 
 
 def _query_workspace(query: bytes | str) -> str | None:
@@ -428,9 +429,9 @@ class WorkspaceFromQuery:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self._page):
             headers = scope.get("headers") or []
-            if not any(k.lower() == b"x-mlflow-workspace" for k, _ in headers):
+            if not any(k.lower() == _HEADER_ASGI for k, _ in headers):
                 if (workspace := _query_workspace(scope.get("query_string", b""))) is not None:
-                    scope = dict(scope, headers=[*headers, (b"x-mlflow-workspace", workspace.encode("latin-1", "replace"))])
+                    scope = dict(scope, headers=[*headers, (_HEADER_ASGI, workspace.encode("latin-1", "replace"))])
         await self.app(scope, receive, send)
 
 
