@@ -24,8 +24,9 @@ AUTH_DIR ?= .mlflow-auth
 .PHONY: install wheel serve serve-auth test test-quick coverage clean
 
 # The dependencies, the test tools and MLflow $(MLFLOW), once per change of the package
-# metadata or of the MLflow release.
+# metadata or of the MLflow release (an environment holds one release: another's mark goes).
 $(BIN)/.installed-$(MLFLOW): setup.cfg setup.py pyproject.toml scripts/install-deps
+	rm -f $(BIN)/.installed-*
 	flock .build.lock env PYTHON=$(PYTHON) scripts/install-deps $(VENV) $(MLFLOW)
 	touch $@
 
