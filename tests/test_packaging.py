@@ -176,8 +176,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_seed_flow(built, tmp_path
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
     # The same MLflow as this test run (each release of the range in CI), installed as
-    # docs/compatibility.md tells users to.
-    pip = [str(python), "-m", "pip", "install", "--quiet"]
+    # docs/compatibility.md tells users to, but --no-compile: pip would compile all ~10,000
+    # files of the environment (20 s of CPU); the runs below compile what they import (their
+    # environment leaves out PYTHONDONTWRITEBYTECODE).
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
     wanted = [str(wheel)] + (["sqlalchemy<2.1"] if _compat.mlflow_minor() <= (3, 8) else [])
     install = subprocess.run(pip + wanted + [f"mlflow=={mlflow.__version__}"],
                              capture_output=True, text=True, timeout=1100)  # fmt: skip
