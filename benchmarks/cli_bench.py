@@ -5,7 +5,7 @@ shell user has is a ``python -c`` with ``MlflowClient`` against the same server,
 in the same run as the baseline for each read and write.
 
     python -m benchmarks.cli_bench            # 10 runs per command
-    python -m benchmarks.cli_bench --quick    # 1 run per command, for CI
+    python -m benchmarks.cli_bench --quick    # 1 run per command, a one-worker server, for CI
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 run per command (for CI)")
     args = parser.parse_args()
     runs = 1 if args.quick else args.runs
-    with plugin_server(10) as (uri, url):
+    with plugin_server(10, workers=1 if args.quick else 2) as (uri, url):  # a smoke run: one worker
         rows = measure(url, "http", runs) + measure(uri, "in-process", runs)
     print(f"\n== mlflow-prompt-alias, {runs} runs per command; wall ms of a fresh process ==")
     print_table(["tracking URI", "command", "median", "p95", "stock python -c median", "speed-up"], rows)

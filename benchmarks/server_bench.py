@@ -12,7 +12,7 @@ basic-auth`` and ``--app-name prompt-alias-auth``, each with MLflow's credential
 request), the clients loading as a non-admin user with READ (so every load is authorized).
 
     python -m benchmarks.server_bench            # 30 s of load per configuration
-    python -m benchmarks.server_bench --quick    # 1 s per configuration, for CI
+    python -m benchmarks.server_bench --quick    # 1 s per configuration, one worker, for CI
     python -m benchmarks.server_bench --auth     # also the authenticated apps
     python -m benchmarks.server_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
 """
@@ -139,11 +139,11 @@ def _stop(proc) -> None:
 
 
 @contextlib.contextmanager
-def plugin_server(prompts: int, prepare=None):
+def plugin_server(prompts: int, prepare=None, workers: int = 2):
     """A throw-away ``prompt-alias+sqlite:///`` registry of ``prompts`` prompts
     (``build_registry``; ``prepare(uri)`` adds to it), served by ``mlflow server --app-name
-    prompt-alias --workers 2`` once it has finished starting. Yields ``(uri, url)``; stops the
-    server and removes the files afterwards."""
+    prompt-alias --workers 2`` (or ``workers``) once it has finished starting. Yields ``(uri,
+    url)``; stops the server and removes the files afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-bench-server-"))
     proc = None
     try:
@@ -152,7 +152,7 @@ def plugin_server(prompts: int, prepare=None):
         if prepare is not None:
             prepare(uri)
         reset_mlflow()
-        proc, url = _start(uri, workdir, 2, "--app-name", "prompt-alias")
+        proc, url = _start(uri, workdir, workers, "--app-name", "prompt-alias")
         _wait_until_idle(proc)
         yield uri, url
     finally:
@@ -292,7 +292,11 @@ def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: fl
     """Load each server in turn at 1 and 8 clients; print the table and the ratios. A label
     ending in ``auth`` is an authenticated app, loaded as the READ user."""
     results = {}
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    # The clients fork from a server process that imported MLflow once (8 imports would cost
+    # some 30 s of CPU); each imports again what it lacks before anything is timed.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mlflow.genai"])
+    with context.Pool(8) as pool:
         pool.map(_import_mlflow, range(8), chunksize=1)  # before anything is timed
         for label, (backend, *extra) in backends.items():
             authenticated = label.endswith("auth")
@@ -344,12 +348,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=30, help="load duration per configuration")
     parser.add_argument("--prompts", type=int, default=30)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="1 s per configuration (for CI)")
+    parser.add_argument("--workers", type=int, default=None, help="uvicorn workers per server (default 2; --quick: 1)")
+    parser.add_argument("--quick", action="store_true", help="1 s per configuration, one worker per server (for CI)")
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
     parser.add_argument("--auth", action="store_true", help="also stock basic-auth and prompt-alias-auth")
     args = parser.parse_args()
     seconds = 1 if args.quick else args.seconds
+    if args.workers is None:  # a smoke run's figures mean nothing: one worker starts in half the CPU
+        args.workers = 1 if args.quick else 2
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-server-bench-"))
     try:
         build_registry(f"prompt-alias+sqlite:///{workdir / 'seed.db'}", args.prompts)

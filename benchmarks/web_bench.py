@@ -77,13 +77,13 @@ def measure(url: str, label: str, prompts: int, repeat: int) -> list[list[object
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=30, help="requests per page")
-    parser.add_argument("--quick", action="store_true", help="smaller registry, 3 requests per page (CI)")
+    parser.add_argument("--quick", action="store_true", help="smaller registry, 3 requests per page, one-worker servers (CI)")
     args = parser.parse_args()
     sizes = [(10, 50), (100, 500)] if args.quick else [(10, 50), (500, 5000)]
     repeat = 3 if args.quick else args.repeat
     rows = []
     for prompts, events in sizes:
-        with plugin_server(prompts, lambda uri: _add_events(uri, events)) as (_, url):
+        with plugin_server(prompts, lambda uri: _add_events(uri, events), workers=1 if args.quick else 2) as (_, url):
             rows += measure(url, f"{prompts} prompts, {events} events", prompts, repeat)
     print(f"\n== web page, {repeat} requests per page; ms per request ==")
     print_table(["registry", "page", "median", "p95"], rows)
