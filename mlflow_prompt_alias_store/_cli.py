@@ -206,7 +206,17 @@ def db_upgrade(url: str) -> None:
                 db_utils._initialize_tables(engine)
         finally:
             engine.dispose()
-        PromptAliasRegistryStore(url)._dispose_engine()
+        with contextlib.ExitStack() as stack:
+            if sys.stderr.isatty():  # a progress bar while adoption journals the aliases found
+                from mlflow_prompt_alias_store._store.adoption import ADOPTION_PROGRESS
+
+                def start(total: int):
+                    label = f"Journaling a baseline for each of {total:,} aliases"
+                    return stack.enter_context(click.progressbar(length=total, label=label, file=sys.stderr)).update
+
+                token = ADOPTION_PROGRESS.set(start)
+                stack.callback(ADOPTION_PROGRESS.reset, token)
+            PromptAliasRegistryStore(url)._dispose_engine()
         click.echo(f"Upgraded {redact(url)}")
 
     _run(upgrade)

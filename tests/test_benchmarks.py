@@ -111,3 +111,9 @@ def test_auth_check_benchmark_runs():
     for route in ("registered-models/alias", "registered-models/get", "model-versions/get"):
         assert re.search(rf"^auth checks {re.escape(route)}: answer [0-9.]+-[0-9.]+ ms, "
                          r"with MLflow's checks [0-9.]+-[0-9.]+ ms$", out, flags=re.MULTILINE), (route, out)  # fmt: skip
+
+
+def test_adoption_benchmark_runs():
+    out = _run("benchmarks.adoption_bench")
+    assert re.search(r"^adoption sqlite 2000 aliases: [0-9.]+ s \([0-9,]+ aliases/s; built in [0-9.]+ s\), "
+                     r"db check passes$", out, flags=re.MULTILINE), out  # fmt: skip

@@ -276,27 +276,12 @@ class IntegrityMixin:
         for d in found:
             if d.problem.startswith("protected"):
                 done.append(self._return_to_existing_version(d))
-            else:
-                with bound_workspace(d.workspace):
-                    self._alias_write(d.name, lambda session, journal, d=d: self._baseline(session, journal, d),
-                                      record=False, check=False)  # fmt: skip
-                done.append(f"journaled a baseline for {d.where} ({d.journal_version} -> {d.row_version})")
+        unexplained = [d for d in found if not d.problem.startswith("protected")]
+        for d in self._journal_baselines(unexplained, actor=REPAIR_ACTOR):
+            done.append(f"journaled a baseline for {d.where} ({d.journal_version} -> {d.row_version})")
         self._record_alias_table_id()
         self._integrity_problems, self._integrity_checked_at = (), float("-inf")
         return done
-
-    def _baseline(self, session, journal: Journal, d: Discrepancy, actor: str | None = REPAIR_ACTOR) -> None:
-        """Re-checked under the lock: journal the alias row as found, if the journal still
-        does not explain it."""
-        journal.actor = actor
-        events = _current_events(session).filter(
-            SqlAliasEvent.workspace == d.workspace, SqlAliasEvent.name == d.name, SqlAliasEvent.alias == d.alias
-        )
-        state, broken = _follow(event for _, _, _, *event in events)
-        row = self._get_registered_model_alias(session, d.name, d.alias)
-        row_version = row.version if row is not None else None
-        if state != row_version or broken is not None:
-            journal.append(d.alias, "baseline", state, row_version)
 
     def _return_to_existing_version(self, d: Discrepancy) -> str:
         """A protected alias on a missing version: back to the newest version its history
