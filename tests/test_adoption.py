@@ -221,7 +221,9 @@ def test_adoption_takes_a_few_statements_per_chunk_of_prompts_not_per_alias(stoc
         sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", count)
     chunks = -(-prompts // adoption.BASELINE_CHUNK)
     baseline_inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT INTO PROMPT_ALIAS_EVENTS")]
-    assert len(baseline_inserts) == chunks  # one executemany per chunk
+    # One executemany per chunk, which a driver may send as pages (SQLAlchemy's
+    # insertmanyvalues: 1,000 rows a statement with psycopg2; a chunk here has up to 1,500).
+    assert chunks <= len(baseline_inserts) <= 2 * chunks, len(baseline_inserts)
     # Everything else the first open does (migrations, triggers, the checks) is the same
     # whatever the registry's size; per chunk: begin, locks, counters, events, aliases,
     # clock, inserts and the counters' update.
