@@ -180,3 +180,14 @@ def print_table(headers: list[str], rows: list[list[object]]) -> None:
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def forked_from_mlflow():
+    """A multiprocessing context whose processes fork from a server process that imported
+    MLflow once (a spawned process each would import it again: some 4 s of CPU each): for the
+    benchmarks' client and consumer processes, whose timing starts after."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["mlflow.genai"])
+    return context

@@ -20,7 +20,6 @@ server per second.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import queue as queue_module
 import statistics
@@ -32,6 +31,7 @@ from benchmarks._common import (
     PostgresCopies,
     build_registry,
     count_requests,
+    forked_from_mlflow,
     fresh_load_kwargs,
     name_of,
     print_table,
@@ -88,10 +88,7 @@ def run(label: str, writer_uri: str, consumer_uri: str, names: list[str], mode: 
     import mlflow
     import mlflow.genai
 
-    # The consumers fork from a server process that imported MLflow once (a spawned process
-    # each would import it again: some 4 s of CPU each); what they measure starts after.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mlflow.genai"])
+    context = forked_from_mlflow()
     out, stop = context.Queue(), context.Event()
     procs = [context.Process(target=_consume, args=(consumer_uri, names, mode, ttl, out, stop), daemon=True)
              for _ in range(consumers)]  # fmt: skip

@@ -37,6 +37,7 @@ import requests
 from benchmarks._common import (
     PostgresCopies,
     build_registry,
+    forked_from_mlflow,
     fresh_load_kwargs,
     make_stock,
     median_p95,
@@ -292,11 +293,7 @@ def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: fl
     """Load each server in turn at 1 and 8 clients; print the table and the ratios. A label
     ending in ``auth`` is an authenticated app, loaded as the READ user."""
     results = {}
-    # The clients fork from a server process that imported MLflow once (8 imports would cost
-    # some 30 s of CPU); each imports again what it lacks before anything is timed.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["mlflow.genai"])
-    with context.Pool(8) as pool:
+    with forked_from_mlflow().Pool(8) as pool:
         pool.map(_import_mlflow, range(8), chunksize=1)  # before anything is timed
         for label, (backend, *extra) in backends.items():
             authenticated = label.endswith("auth")
