@@ -58,6 +58,37 @@ def build_registry(plugin_uri: str, size: int) -> None:
     engine.dispose()
 
 
+def fill_journal(plugin_uri: str, name: str, events: int, days: float = 30.0) -> None:
+    """``events`` (an even number) more journal events on prompt ``name``, as ``build_registry``
+    made it (``production`` on version 2, its one event): ``production`` moving 2 -> 1 -> 2 …,
+    spread evenly over the last ``days`` and ending where the alias row stands, written in one
+    statement (a series the database generates), with the prompt's counter row moved on — the
+    journal as consistent as if each move had been made (``db check`` passes), in seconds
+    instead of hours. SQLite and PostgreSQL."""
+    if events % 2:
+        raise ValueError("an even number of moves ends where the alias stands")
+    from mlflow_prompt_alias_store._compat import DEFAULT_WORKSPACE
+
+    engine = sqlalchemy.create_engine(plugin_uri.removeprefix("prompt-alias+"))
+    span = int(days * 86_400_000)
+    now = int(time.time() * 1000)
+    start, step = now - span, max(span // max(events, 1), 1)
+    series = ("generate_series(1, :n) AS s(i)" if engine.dialect.name == "postgresql"
+              else "(WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < :n) SELECT i FROM r) AS s")  # fmt: skip
+    with engine.begin() as conn:
+        params = {"name": name, "n": events, "start": start, "step": step, "workspace": DEFAULT_WORKSPACE}
+        # The first event (the alias's creation) moves back to the start of the span.
+        conn.execute(sqlalchemy.text("UPDATE prompt_alias_events SET timestamp = :start WHERE name = :name "
+                                     "AND sequence = 1"), params)  # fmt: skip
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO prompt_alias_events (workspace, name, incarnation, alias, sequence, action, from_version, "
+            "to_version, actor, timestamp) SELECT :workspace, :name, 0, 'production', 1 + s.i, 'move', "
+            "1 + s.i % 2, 2 - s.i % 2, 'bench', :start + CAST(s.i AS BIGINT) * :step FROM " + series), params)  # fmt: skip
+        conn.execute(sqlalchemy.text("UPDATE prompt_alias_sequences SET sequence = 1 + :n, timestamp = :end "
+                                     "WHERE name = :name"), {**params, "end": start + events * step})  # fmt: skip
+    engine.dispose()
+
+
 def make_stock(url: str) -> str:
     """Turn a copy of the plugin's registry into a stock MLflow database (no triggers, no
     tables of the package), so stock is measured as users run it. Returns ``url``."""

@@ -4,8 +4,13 @@ page of events), through ``mlflow server --app-name prompt-alias`` on SQLite, sm
 The baseline, measured in the same run on the same server, is what MLflow's own UI asks for
 one page of its prompt list (``registered-models/search`` for prompts, 25 per page).
 
-    python -m benchmarks.web_bench            # 10 and 500 prompts; 50 and 5,000 events
-    python -m benchmarks.web_bench --quick    # 10 and 100 prompts; 50 and 500 events (CI)
+    python -m benchmarks.web_bench            # 10, 500 and 100,000 prompts; 50, 5,000 and 1,000,000 events
+    python -m benchmarks.web_bench --sizes 10:50,100000:1000000   # prompts:events, each its own registry
+    python -m benchmarks.web_bench --quick    # 10 and 100 prompts; 50 and 5,000 events (CI)
+
+The busy prompt's events: 50 made by SQL writes the triggers journal (three aliases moving,
+one created and deleted), the rest (beyond 50) ``production`` moves filled in one statement
+(``fill_journal``), spread over 30 days before those.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import argparse
 import requests
 import sqlalchemy
 
-from benchmarks._common import median_p95, name_of, print_table, timed
+from benchmarks._common import fill_journal, median_p95, name_of, print_table, timed
 from benchmarks.server_bench import plugin_server
 
 BUSY = name_of(0)  # the prompt whose journal grows
@@ -78,19 +83,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=30, help="requests per page")
     parser.add_argument("--quick", action="store_true", help="smaller registry, 3 requests per page, one-worker servers (CI)")
+    parser.add_argument("--sizes", default="10:50,500:5000,100000:1000000",
+                        help="registries as PROMPTS:EVENTS, comma-separated, the smallest first")  # fmt: skip
     args = parser.parse_args()
-    sizes = [(10, 50), (100, 500)] if args.quick else [(10, 50), (500, 5000)]
+    sizes = [tuple(int(n) for n in size.split(":")) for size in ("10:50,100:5000" if args.quick else args.sizes).split(",")]
     repeat = 3 if args.quick else args.repeat
     rows = []
     for prompts, events in sizes:
-        with plugin_server(prompts, lambda uri: _add_events(uri, events), workers=1 if args.quick else 2) as (_, url):
-            rows += measure(url, f"{prompts} prompts, {events} events", prompts, repeat)
+
+        def prepare(uri: str, events: int = events) -> None:
+            if events > 50:
+                fill_journal(uri, BUSY, events - 50 + (events % 2))
+            _add_events(uri, min(events, 50))
+
+        with plugin_server(prompts, prepare, workers=1 if args.quick else 2) as (_, url):
+            rows += measure(url, f"{prompts:,} prompts, {events:,} events", prompts, repeat)
     print(f"\n== web page, {repeat} requests per page; ms per request ==")
     print_table(["registry", "page", "median", "p95"], rows)
-    small, large = rows[: len(rows) // 2], rows[len(rows) // 2 :]
-    for s, big in zip(small, large):
-        print(f"web {s[1]}: {s[0]} median {s[2]} ms; {big[0]} median {big[2]} ms "
-              f"({float(big[2]) / float(s[2]):.1f}x)")  # fmt: skip
+    per_size = len(rows) // len(sizes)
+    smallest = rows[:per_size]
+    for start in range(per_size, len(rows), per_size):
+        for s, big in zip(smallest, rows[start : start + per_size]):
+            print(f"web {s[1]}: {s[0]} median {s[2]} ms; {big[0]} median {big[2]} ms "
+                  f"({float(big[2]) / float(s[2]):.1f}x)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -367,3 +367,137 @@ def test_a_remote_write_that_names_nobody_is_anonymous_with_the_clients_address(
     actors = [e.actor for e in reversed(PromptAliasClient(sqlite_uri).get_alias_history("qa"))]
     assert actors == ["anonymous (127.0.0.1)", "anonymous (127.0.0.1)", "dana", "dana"]
     assert getpass.getuser() not in actors
+
+
+def _move_by_sql(uri, name, moves):
+    """``moves`` (alias, version) as plain SQL updates of MLflow's alias rows, in one
+    transaction: the journal's triggers record each, as for any writer."""
+    engine = sqlalchemy.create_engine(uri.removeprefix("prompt-alias+"))
+    with engine.begin() as conn:
+        for alias, version in moves:
+            conn.execute(
+                sqlalchemy.text("UPDATE registered_model_aliases SET version = :v WHERE name = :n AND alias = :a"),
+                {"v": version, "n": name, "a": alias},
+            )
+    engine.dispose()
+
+
+@pytest.mark.parametrize("window", [40, 10_000])
+def test_the_prompt_pages_journal_reads_are_bounded_and_exact(plugin_uri, monkeypatch, window):
+    """The page's reads (``journal_page``) equal what the whole journal says — the newest
+    events, each alias's latest event, every page of the event list, of every alias — while
+    every statement on the journal is a bounded read (a LIMIT, or an aggregate over an index
+    seek), and their number does not grow with the journal."""
+    from mlflow_prompt_alias_store._store import history
+
+    monkeypatch.setattr(history, "TIMELINE_EVENTS", window)
+    mlflow.set_tracking_uri(plugin_uri)
+    _register("qa", 3)
+    g = mlflow.genai
+    g.set_prompt_alias(name="qa", alias="old", version=1)  # never moves again
+    g.set_prompt_alias(name="qa", alias="gone", version=2)
+    g.delete_prompt_alias(name="qa", alias="gone")  # deleted long before the window
+    g.set_prompt_alias(name="qa", alias="production", version=1)
+    g.set_prompt_alias(name="qa", alias="staging", version=1)
+    moves = [("production", 1 + i % 3) if i % 3 else ("staging", 1 + (i // 3) % 2) for i in range(1, 121)]
+    _move_by_sql(plugin_uri, "qa", moves)  # each a change: 120 events
+    full, token = [], None
+    client = PromptAliasClient(plugin_uri)
+    while True:
+        page = client.get_alias_history("qa", max_results=50, page_token=token)
+        full.extend(page)
+        if (token := page.token) is None:
+            break
+    assert len(full) == 125
+    latest = {}
+    for event in full:
+        latest.setdefault(event.alias, event)
+
+    store = PromptAliasRegistryStore(plugin_uri)
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    for alias in (None, "production", "old", "gone", "nope"):
+        listed = [e for e in full if alias is None or e.alias == alias]
+        pages = max(-(-len(listed) // 25), 1)
+        for number in (1, 2, 4, 5, 99):
+            statements.clear()
+            page = store.journal_page("qa", alias, number, per_page=25)
+            shown = min(number, pages)
+            assert (page.total, page.number) == (len(listed), shown), (alias, number)
+            assert page.events == listed[(shown - 1) * 25 : shown * 25], (alias, number)
+            assert page.recent == full[:window][::-1]
+            assert page.complete == (window >= len(full))
+            assert page.latest == latest
+            journal = [s for s in statements if "prompt_alias_events" in s]
+            bounded = [s for s in journal if "LIMIT" in s.upper() or "min(" in s.lower() or "count(" in s.lower()]
+            assert journal == bounded, (alias, number)
+            # The newest events, then (past the window) two seeks per alias and one more, one
+            # count for one alias, one page.
+            reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+            assert len(reads) <= (1 if page.complete else 1 + 2 * len(latest) + 1 + 2), reads
+    with pytest.raises(MlflowException) as e:
+        store.journal_page("ghost")
+    assert e.value.error_code == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
+    """The page's index for a user who reads every prompt: a page of names and the count from
+    the database, equal to the slices of every prompt name (models without the prompt tag
+    left out), each a LIMIT read."""
+    mlflow.set_tracking_uri(plugin_uri)
+    for i in (3, 1, 4, 0, 2):
+        _register(f"p{i}", 1)
+    MlflowClient(plugin_uri).create_registered_model("a-model")  # not a prompt
+    store = PromptAliasRegistryStore(plugin_uri)
+    names = store.list_prompt_names()
+    assert names == ["p0", "p1", "p2", "p3", "p4"]
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    for offset, limit in ((0, 2), (2, 2), (4, 2), (5, 2), (0, 50)):
+        assert store.prompt_name_page(offset, limit) == (names[offset : offset + limit], 5)
+    pages = [s for s in statements if "registered_model_tags" in s and "count(" not in s.lower()]
+    assert pages and all("LIMIT" in s.upper() for s in pages)
+
+
+def test_point_in_time_lookup_equals_the_journal_at_every_time(plugin_uri):
+    """``resolve_alias_at`` (a binary search over the sequences, one statement) answers what
+    the history says, at every event's time, a millisecond either side, before the first and
+    after the last, for every alias — after writes through this store, plain SQL in one
+    transaction (many events in one millisecond) and a deleted and re-created prompt (only the
+    current incarnation counts)."""
+    import time
+
+    mlflow.set_tracking_uri(plugin_uri)
+    g = mlflow.genai
+    _register("qa", 3)
+    g.set_prompt_alias(name="qa", alias="production", version=1)
+    MlflowClient(plugin_uri).delete_prompt("qa")
+    _register("qa", 3)  # the name's next incarnation
+    for alias, version in (("production", 2), ("staging", 1), ("production", 3)):
+        g.set_prompt_alias(name="qa", alias=alias, version=version)
+        time.sleep(0.003)
+    g.delete_prompt_alias(name="qa", alias="staging")
+    time.sleep(0.003)
+    _move_by_sql(plugin_uri, "qa", [("production", 1 + i % 3) for i in range(1, 40)])
+    time.sleep(0.003)
+    g.set_prompt_alias(name="qa", alias="staging", version=2)
+    history = list(PromptAliasClient(plugin_uri).get_alias_history("qa", max_results=1000))[::-1]
+    assert len(history) == 44
+    store = PromptAliasRegistryStore(plugin_uri)
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    times = sorted({0, 10**13} | {e.timestamp + d for e in history for d in (-1, 0, 1)})
+    for alias in ("production", "staging"):
+        for at in times:
+            expected = None
+            for event in history:
+                if event.alias == alias and event.timestamp <= at:
+                    expected = event.to_version
+            statements.clear()
+            assert store.resolve_alias_at("qa", alias, at) == expected, (alias, at)
+            reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
+            assert len(reads) == 1 or expected is None, reads
+    assert store.resolve_alias_at("qa", "never", 10**13) is None

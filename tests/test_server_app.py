@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import requests
+import sqlalchemy
 
 import mlflow
 import mlflow.genai
@@ -275,6 +276,29 @@ def test_page_renders_and_get_changes_nothing(server):
     assert missing.headers["Content-Type"].startswith("text/html")
     assert "ghost" in missing.text and "<h1" in missing.text  # a page saying what is missing
     assert db_snapshot(uri) == before
+
+
+def test_a_long_journals_page_draws_its_newest_events_and_lists_every_event(server):
+    url, uri = server
+    _prompt(url, "long")
+    mlflow.genai.set_prompt_alias(name="long", alias="old", version=1)  # before the picture's window
+    mlflow.genai.set_prompt_alias(name="long", alias="production", version=1)
+    engine = sqlalchemy.create_engine(uri.removeprefix("prompt-alias+"))
+    with engine.begin() as conn:  # 2,100 moves, as plain SQL: the triggers journal each
+        for i in range(2100):
+            conn.execute(sqlalchemy.text("UPDATE registered_model_aliases SET version = :v WHERE name = 'long' "
+                                         "AND alias = 'production'"), {"v": 2 + i % 2})  # fmt: skip
+    engine.dispose()
+    page = requests.get(url + "/prompt-alias/prompt", params={"name": "long"}, timeout=30)
+    assert page.status_code == 200
+    text = page.text
+    assert "The newest 1,000 of 2,102 events (#1103 on," in text
+    assert '<g class="segment" data-alias="old" data-version="1">' in text  # as it stood before the window
+    assert "2102 events, newest first" in text and 'data-sequence="2102"' in text
+    last = requests.get(url + "/prompt-alias/prompt", params={"name": "long", "page": "999"}, timeout=30).text
+    assert 'data-sequence="1"' in last and 'data-sequence="2"' in last and 'data-sequence="3"' not in last
+    old = requests.get(url + "/prompt-alias/prompt", params={"name": "long", "alias": "old"}, timeout=30).text
+    assert "1 event, newest first" in old and 'data-sequence="1"' in old
 
 
 class _Receiver(BaseHTTPRequestHandler):

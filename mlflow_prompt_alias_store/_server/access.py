@@ -24,6 +24,10 @@ class Access(Protocol):
     def readable(self, names: Iterable[str]) -> set[str]:
         """Those of ``names`` (prompts or models) the user may read."""
 
+    def reads_all(self) -> bool:
+        """Whether the user may read every prompt (the page then pages the prompts in SQL,
+        not by filtering all their names)."""
+
     def can_set_alias(self, name: str) -> bool:
         """Whether the user may set and roll back the aliases of ``name``."""
 
@@ -37,6 +41,9 @@ class _Open:
 
     def readable(self, names: Iterable[str]) -> set[str]:
         return set(names)
+
+    def reads_all(self) -> bool:
+        return True
 
     def can_set_alias(self, name: str) -> bool:
         return True

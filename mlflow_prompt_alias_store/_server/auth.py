@@ -186,6 +186,9 @@ class _MlflowAccess:
         can_read = auth_read_predicate(self._auth, self.user())
         return {name for name in names if can_read(name, name in prompts)}
 
+    def reads_all(self) -> bool:
+        return self.is_admin()
+
     def can_set_alias(self, name: str) -> bool:
         # Stock's validator reads the prompt's name from the request, as it does for stock's
         # endpoint; the page asking this is the prompt's page, whose request names it.

@@ -77,20 +77,34 @@ class _Segment:
     count: int = 1
 
 
-def _timeline(events, now_ms: int):
+def _timeline(events, now_ms: int, earlier: dict | None = None):
     """Lanes of segments, one lane per alias, from the events (oldest first). Stretches
     narrower than ``_MIN_WIDTH`` are drawn ``_MIN_WIDTH`` wide, so a short-lived version stays
     visible; consecutive ones are merged into one ``busy`` segment (with the count), so a
-    journal of thousands of events stays a picture of some hundred shapes per lane."""
+    journal of thousands of events stays a picture of some hundred shapes per lane.
+
+    ``earlier``: when ``events`` are only the newest of the journal, each alias's latest event
+    (older ones included): the picture starts at the first of ``events``, with each alias
+    where it stood then."""
     if not events:
         return [], []
     start = events[0].timestamp
     span = max(now_ms - start, 1)
     scale = (_WIDTH - _LABEL - 10) / span
     lanes = []
-    for alias in sorted({e.alias for e in events}):
+    for alias in sorted({e.alias for e in events} | set(earlier or ())):
         mine = [e for e in events if e.alias == alias]
         segments: list[_Segment] = []
+        if earlier is not None:  # where the alias stood when the picture starts
+            before = mine[0].from_version if mine else earlier[alias].to_version
+            if before is not None:
+                end = mine[0].timestamp if mine else now_ms
+                segments.append(
+                    _Segment(x=_LABEL, width=max((end - start) * scale, _MIN_WIDTH), version=before,
+                             colour=_colour(before), start="before " + _iso(start), end=_iso(end) if mine else "now")
+                )  # fmt: skip
+            if not mine and not segments:
+                continue
         for event, following in zip(mine, mine[1:] + [None]):
             if event.to_version is None:
                 continue
@@ -177,12 +191,9 @@ def _undo_label(alias: str, target: int, undone) -> str:
     return f"Return {alias} to v{target} (before the v{undone.to_version} release)"
 
 
-def _alias_states(store, name: str, history, existing: set[int]) -> dict[str, _AliasState]:
+def _alias_states(store, name: str, latest: dict, existing: set[int]) -> dict[str, _AliasState]:
     """Every alias of the prompt's journal, from its latest event, with its rollback as the
     store would do it (the undo stack: never forward to a version a rollback removed)."""
-    latest = {}
-    for event in history:  # oldest first: the last one per alias wins
-        latest[event.alias] = event
     states = {}
     for alias, event in sorted(latest.items()):
         state = _AliasState(alias, event.to_version, event.timestamp)
@@ -199,12 +210,17 @@ def _alias_states(store, name: str, history, existing: set[int]) -> dict[str, _A
     return states
 
 
-def _page_number(pages: int) -> int:
-    """The ``page`` query argument: 1 when absent, the last page when beyond it."""
+def _requested_page() -> int:
+    """The ``page`` query argument: 1 when absent."""
     raw = request.args.get("page", "1")
     if not raw.isascii() or not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
         raise MlflowException(f"page must be a whole number from 1, got {printable(raw)!r}.", INVALID_PARAMETER_VALUE)
-    return min(int(raw), max(pages, 1))
+    return int(raw)
+
+
+def _page_number(pages: int) -> int:
+    """The ``page`` query argument: 1 when absent, the last page when beyond it."""
+    return min(_requested_page(), max(pages, 1))
 
 
 def _page_count(items: int, per_page: int) -> int:
@@ -261,27 +277,37 @@ def _html_errors(view):
 @_html_errors
 def index() -> Response:
     """Every prompt the user may read with its aliases, ``PROMPTS_PER_PAGE`` a page; ``q``
-    keeps the names that contain it (case-insensitive). One statement lists the names, one
-    reads the aliases: no read per prompt, whatever the registry's size."""
+    keeps the names that contain it (case-insensitive). A user who reads every prompt gets
+    one page of names and their count from the database; a search, or a user some prompts
+    are hidden from, filters the names (one statement). Then one statement reads the shown
+    prompts' aliases: no read per prompt, whatever the registry's size."""
     store = _store()
     viewer = access.current()
     search = request.args.get("q", "").strip()
-    names = store.list_prompt_names()
-    if search:
-        names = [n for n in names if search.casefold() in n.casefold()]
-    readable = viewer.readable(names)
-    names = [n for n in names if n in readable]
-    pages = _page_count(len(names), PROMPTS_PER_PAGE)
-    number = _page_number(pages)
-    shown = names[(number - 1) * PROMPTS_PER_PAGE : number * PROMPTS_PER_PAGE]
+    if not search and viewer.reads_all():
+        number = _requested_page()
+        shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE)
+        pages = _page_count(total, PROMPTS_PER_PAGE)
+        if number > pages:  # beyond the last page: the last page
+            number = pages
+            shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE)
+    else:
+        names = store.list_prompt_names()
+        if search:
+            names = [n for n in names if search.casefold() in n.casefold()]
+        readable = viewer.readable(names)
+        names = [n for n in names if n in readable]
+        total = len(names)
+        pages = _page_count(total, PROMPTS_PER_PAGE)
+        number = _page_number(pages)
+        shown = names[(number - 1) * PROMPTS_PER_PAGE : number * PROMPTS_PER_PAGE]
     aliases: dict[str, list] = {name: [] for name in shown}
-    for row in store.list_aliases():
-        if row.name in aliases:
-            aliases[row.name].append(row)
+    for row in store.aliases_of(shown):
+        aliases[row.name].append(row)
     html = _render(
         "index.html",
         prompts=list(aliases.items()),
-        total=len(names),
+        total=total,
         search=search,
         number=number,
         pages=pages,
@@ -294,33 +320,25 @@ def index() -> Response:
 @_html_errors
 def prompt() -> Response:
     """One prompt: its aliases now (with templates, rollback, protection), deleted aliases
-    (with restore), the timeline of its whole journal, and its events ``EVENTS_PER_PAGE`` a
-    page (``alias`` keeps one alias's), each with the diff between its versions."""
+    (with restore), the timeline of its newest events (``TIMELINE_EVENTS``; each alias as it
+    stood before them), and its events ``EVENTS_PER_PAGE`` a page (``alias`` keeps one
+    alias's), each with the diff between its versions. Every read is bounded, however long
+    the journal (``journal_page``)."""
     store = _store()
     name = request.args.get("name", "")
-    history, token = [], None
-    while True:  # the whole journal of this prompt, oldest first, for the picture
-        page = store.get_alias_history(name, max_results=1000, page_token=token)
-        history.extend(page)
-        token = page.token
-        if not token:
-            break
-    history.reverse()
+    only = request.args.get("alias", "")
+    journal = store.journal_page(name, only or None, _requested_page(), EVENTS_PER_PAGE)
     versions = []
     if store.get_prompt(name) is not None:
         # Converted as MLflow's search_prompt_versions converts; the name is bound, never
         # pasted into a filter string (it is the name the permission check looked at).
         versions = [model_version_to_prompt_version(mv) for mv in store.list_prompt_versions(name)]
-    lanes, ticks = _timeline(history, get_current_time_millis())
+    lanes, ticks = _timeline(journal.recent, get_current_time_millis(), None if journal.complete else journal.latest)
     protected = {p.alias for p in store.list_protected_aliases()}
     viewer = access.current()
     templates = {v.version: _template_text(v) for v in versions}
-    states = _alias_states(store, name, history, set(templates))
-    only = request.args.get("alias", "")
-    listed = [e for e in reversed(history) if not only or e.alias == only]
-    pages = _page_count(len(listed), EVENTS_PER_PAGE)
-    number = _page_number(pages)
-    events = listed[(number - 1) * EVENTS_PER_PAGE : number * EVENTS_PER_PAGE]
+    states = _alias_states(store, name, journal.latest, set(templates))
+    events = journal.events
     diffs = {
         e.sequence: _diff(templates[e.from_version], templates[e.to_version])
         for e in events
@@ -340,11 +358,14 @@ def prompt() -> Response:
         diffs=diffs,
         protected=protected,
         events=events,
-        total_events=len(listed),
+        total_events=journal.total,
         only=only,
         journal_aliases=sorted(states),
-        number=number,
-        pages=pages,
+        number=journal.number,
+        pages=_page_count(journal.total, EVENTS_PER_PAGE),
+        # Drawn from the newest events only: how many of how many, since when.
+        timeline_window=None if journal.complete else {"shown": len(journal.recent), "of": journal.recent[-1].sequence,
+                                              "first": journal.recent[0].sequence, "since": journal.recent[0].timestamp},
         versions=versions,
         lanes=lanes,
         ticks=ticks,

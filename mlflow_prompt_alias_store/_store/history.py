@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+from dataclasses import dataclass
 
 from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
@@ -19,6 +20,7 @@ from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModelTag,
 )
 from mlflow.utils.validation import _validate_model_name
+from sqlalchemy import func, text
 
 from mlflow_prompt_alias_store._compat import journal_workspace
 from mlflow_prompt_alias_store._compat import query as scoped_query
@@ -29,6 +31,31 @@ from mlflow_prompt_alias_store._store.journal import EVENT_COLUMNS, in_current_i
 from mlflow_prompt_alias_store._store.models import MAX_BIGINT, MAX_INTEGER, SqlAliasEvent
 
 HISTORY_MAX_RESULTS_LIMIT = 1000
+# The prompt page's picture: at most this many of a prompt's newest events (a timeline about
+# 750 units wide shows no more than some hundred stretches per alias apart).
+TIMELINE_EVENTS = 1000
+
+
+@dataclass
+class JournalPage:
+    """What the prompt page shows of one prompt's journal (current incarnation), from reads
+    bounded whatever the journal's length.
+
+    Attributes:
+        recent: The newest ``TIMELINE_EVENTS`` events (all of them, when ``complete``), oldest first.
+        complete: ``recent`` is the whole journal.
+        latest: Each alias's latest event, by alias (older than ``recent`` too).
+        events: One page of events (of one alias, when asked), newest first.
+        total: How many events that list has in all.
+        number: The page's number (1 to the last page).
+    """
+
+    recent: list[AliasEvent]
+    complete: bool
+    latest: dict[str, AliasEvent]
+    events: list[AliasEvent]
+    total: int
+    number: int
 
 
 def _encode_page_token(before_sequence: int, incarnation: int | None = None) -> str:
@@ -51,6 +78,34 @@ def _decode_page_token(token: str) -> tuple[int, int | None]:
     except Exception:
         pass
     raise MlflowException(f"Invalid page token: {token!r}.", INVALID_PARAMETER_VALUE)
+
+
+def _at_time(divide: str) -> text:
+    """The version an alias pointed to at ``:at``, in one statement whose cost does not grow
+    with the journal: a prompt's events carry times that never decrease with their sequence
+    (1, 2, 3, … with no gaps, the last one its counter row's), so a binary search over the
+    sequences (a recursive query, each step one seek on the journal's unique key) finds the
+    last event at or before ``:at``, and then the alias's latest event up to it is one seek
+    on the alias index. ``divide``: the dialect's integer division."""
+    mid = f"(b.lo + b.hi + 1) {divide} 2"
+    return text(f"""
+        WITH RECURSIVE bounds (lo, hi, inc) AS (
+            SELECT c.sequence - c.sequence, c.sequence, c.incarnation FROM prompt_alias_sequences c
+            WHERE c.workspace = :workspace AND c.name = :name
+          UNION ALL
+            SELECT CASE WHEN e.timestamp <= :at THEN {mid} ELSE b.lo END,
+                   CASE WHEN e.timestamp <= :at THEN b.hi ELSE {mid} - 1 END, b.inc
+            FROM bounds b JOIN prompt_alias_events e
+              ON e.workspace = :workspace AND e.name = :name AND e.incarnation = b.inc AND e.sequence = {mid}
+            WHERE b.lo < b.hi
+        )
+        SELECT e.to_version FROM prompt_alias_events e
+        JOIN (SELECT MIN(hi) AS upto, MIN(inc) AS inc FROM bounds) f ON e.incarnation = f.inc
+        WHERE e.workspace = :workspace AND e.name = :name AND e.alias = :alias AND e.sequence <= f.upto
+        ORDER BY e.sequence DESC LIMIT 1""")
+
+
+_AT_TIME = {"sqlite": _at_time("/"), "postgresql": _at_time("/"), "mysql": _at_time("DIV")}
 
 
 class JournalReadsMixin:
@@ -90,18 +145,9 @@ class JournalReadsMixin:
                 INVALID_PARAMETER_VALUE,
             )
         require_in_range("timestamp_ms", timestamp_ms, 0, MAX_BIGINT, " (milliseconds since the epoch)")
+        params = {"workspace": journal_workspace(self), "name": name, "alias": alias, "at": timestamp_ms}
         with self.ManagedSessionMaker() as session:
-            row = (
-                session
-                .query(SqlAliasEvent.to_version)
-                .filter(
-                    in_current_incarnation(journal_workspace(self), name),
-                    SqlAliasEvent.alias == alias,
-                    SqlAliasEvent.timestamp <= timestamp_ms,
-                )
-                .order_by(SqlAliasEvent.sequence.desc())
-                .first()
-            )
+            row = session.connection().execute(_AT_TIME[self.db_type], params).first()
             if row is None:
                 self._require_known_name(session, name)
                 return None
@@ -159,6 +205,20 @@ class JournalReadsMixin:
             )
             return [row.to_mlflow_entity() for row in rows]
 
+    def prompt_name_page(self, offset: int, limit: int) -> tuple[list[str], int]:
+        """``limit`` prompt names from ``offset`` in name order, and how many prompts there
+        are: one page of the index without reading every name."""
+        with self.ManagedSessionMaker() as session:
+            prompts = scoped_query(self, session, SqlRegisteredModelTag).filter(
+                SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY, SqlRegisteredModelTag.value == "true"
+            )
+            total = prompts.with_entities(func.count()).scalar()
+            rows = (
+                prompts.with_entities(SqlRegisteredModelTag.name)
+                .order_by(SqlRegisteredModelTag.name).offset(offset).limit(limit)
+            )  # fmt: skip
+            return [row.name for row in rows], total
+
     def prompt_names(self, names: set[str]) -> set[str]:
         """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
         if not names:
@@ -170,6 +230,89 @@ class JournalReadsMixin:
                 SqlRegisteredModelTag.value == "true",
             )
             return {row.name for row in rows}
+
+    def aliases_of(self, names: list[str]) -> list[AliasAssignment]:
+        """The current aliases of ``names`` (the prompts one page of the index shows), by
+        name then alias: a read as long as the page, whatever the registry's size."""
+        if not names:
+            return []
+        with self.ManagedSessionMaker() as session:
+            rows = (
+                scoped_query(self, session, SqlRegisteredModelAlias)
+                .filter(SqlRegisteredModelAlias.name.in_(sorted(set(names))))
+                .order_by(SqlRegisteredModelAlias.name, SqlRegisteredModelAlias.alias)
+            )
+            return [AliasAssignment(r.name, r.alias, r.version) for r in rows]
+
+    def journal_page(self, name: str, alias: str | None = None, number: int = 1, per_page: int = 100) -> JournalPage:
+        """The prompt page's reads of ``name``'s journal (see ``JournalPage``): the newest
+        events in one read, each older alias's latest event in a seek (the index on alias
+        and sequence, one alias after another), and page ``number`` of the event list as a
+        range of sequences (which count 1, 2, 3, … with no gaps) or, for one alias, an offset
+        in that alias's events. Nothing reads the whole journal."""
+        _validate_model_name(name)
+        if alias is not None:
+            validate_alias_name(alias)
+        with self.ManagedSessionMaker() as session:
+            current = in_current_incarnation(journal_workspace(self), name)
+            newest_first = (
+                session.query(*EVENT_COLUMNS).filter(current)
+                .order_by(SqlAliasEvent.sequence.desc()).limit(TIMELINE_EVENTS + 1).all()
+            )  # fmt: skip
+            if not newest_first:
+                self._require_known_name(session, name)
+            complete = len(newest_first) <= TIMELINE_EVENTS
+            recent = [to_entity(row) for row in newest_first[:TIMELINE_EVENTS]]
+            latest: dict[str, AliasEvent] = {}
+            for event in recent:
+                latest.setdefault(event.alias, event)
+            if not complete:
+                self._older_aliases(session, current, latest)
+            if complete:
+                listed = [e for e in recent if alias is None or e.alias == alias]
+                total = len(listed)
+            elif alias is None:
+                total = recent[0].sequence
+            else:
+                total = (
+                    session.query(func.count()).select_from(SqlAliasEvent)
+                    .filter(current, SqlAliasEvent.alias == alias).scalar()
+                )  # fmt: skip
+            number = min(number, max(-(-total // per_page), 1))
+            skip = (number - 1) * per_page
+            if complete:
+                events = listed[skip : skip + per_page]
+            else:
+                query = session.query(*EVENT_COLUMNS).filter(current).order_by(SqlAliasEvent.sequence.desc())
+                if alias is None:
+                    query = query.filter(SqlAliasEvent.sequence <= recent[0].sequence - skip)
+                else:
+                    query = query.filter(SqlAliasEvent.alias == alias).offset(skip)
+                rows = query.limit(per_page).all()
+                events = [to_entity(row) for row in rows]
+        recent.reverse()
+        return JournalPage(recent, complete, latest, events, total, number)
+
+    @staticmethod
+    def _older_aliases(session, current, latest: dict[str, AliasEvent]) -> None:
+        """Add to ``latest`` the latest event of every alias of the journal it lacks: the
+        aliases one after another (the smallest above the last, a seek each), and each new
+        one's newest event (a seek)."""
+        previous = None
+        while True:
+            query = session.query(func.min(SqlAliasEvent.alias)).filter(current)
+            if previous is not None:
+                query = query.filter(SqlAliasEvent.alias > previous)
+            previous = query.scalar()
+            if previous is None:
+                return
+            if previous not in latest:
+                row = (
+                    session.query(*EVENT_COLUMNS).filter(current, SqlAliasEvent.alias == previous)
+                    .order_by(SqlAliasEvent.sequence.desc()).first()
+                )  # fmt: skip
+                if row is not None:
+                    latest.setdefault(row.alias, to_entity(row))
 
     def get_alias_history(
         self,
