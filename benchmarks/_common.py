@@ -117,10 +117,13 @@ class PostgresCopies:
         self.created.append(name)
         return self.url.set(database=name).render_as_string(hide_password=False)
 
-    def registry_copies(self, size: int, labels: tuple[str, ...] = ("stock", "plugin")) -> list[str]:
-        """``size`` prompts built once, then one database URL (no scheme prefix) per label."""
+    def registry_copies(self, size: int, labels: tuple[str, ...] = ("stock", "plugin"), prepare=None) -> list[str]:
+        """``size`` prompts built once (``prepare(uri)`` adds to them), then one database URL
+        (no scheme prefix) per label."""
         seed = f"bench_{uuid.uuid4().hex[:8]}"
         build_registry("prompt-alias+" + self._create(seed), size)
+        if prepare is not None:
+            prepare("prompt-alias+" + self.url.set(database=seed).render_as_string(hide_password=False))
         reset_mlflow()
         urls = [self._create(f"{seed}_{label}", template=seed) for label in labels]
         return [make_stock(u) if label == "stock" else u for label, u in zip(labels, urls)]

@@ -5,6 +5,11 @@ run: median and p95 per operation, SQL statements per operation, plugin/stock ra
     python -m benchmarks.store_bench                      # 10, 1,000 and 10,000 prompts
     python -m benchmarks.store_bench --quick              # small, for CI
     python -m benchmarks.store_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
+    python -m benchmarks.store_bench --sizes 10,100000 --events 1000000   # a journal of a million events
+
+``--events N``: the plugin's journal holds N more events (on the first prompt, filled in one
+statement: ``fill_journal``) before anything is measured, so every call runs against a journal
+of that size.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sqlalchemy
 from benchmarks._common import (
     PostgresCopies,
     build_registry,
+    fill_journal,
     fresh_load_kwargs,
     make_stock,
     median_p95,
@@ -85,7 +91,7 @@ def measure(uri: str, size: int, repeat: int) -> dict[str, tuple[float, float, f
     return results
 
 
-def run(engine_label: str, make_pair, sizes: list[int], repeat: int) -> None:
+def run(engine_label: str, make_pair, sizes: list[int], repeat: int, events: int = 0) -> None:
     rows = []
     for size in sizes:
         stock_uri, plugin_uri = make_pair(size)
@@ -95,11 +101,12 @@ def run(engine_label: str, make_pair, sizes: list[int], repeat: int) -> None:
             s, p = stock[label], plugin[label]
             rows.append([label, f"{size:,}", f"{s[0]:.3f}", f"{s[1]:.3f}", f"{p[0]:.3f}", f"{p[1]:.3f}",
                          s[2], p[2], f"{s[0] / p[0]:.1f}x"])  # fmt: skip
-    print(f"\n== {engine_label}: {repeat} calls per operation; times in ms ==")
+    journal = f", {events:,} more events in the journal" if events else ""
+    print(f"\n== {engine_label}{journal}: {repeat} calls per operation; times in ms ==")
     print_table(["operation", "prompts", "stock median", "stock p95", "plugin median", "plugin p95",
                  "stock SQL", "plugin SQL", "speed-up"], rows)  # fmt: skip
     for row in rows:
-        print(f"ratio {engine_label} {row[0]} @ {row[1]} prompts: plugin is {row[8]} faster than stock "
+        print(f"ratio {engine_label} {row[0]} @ {row[1]} prompts{journal}: plugin is {row[8]} faster than stock "
               f"({row[6]} -> {row[7]} statements)")  # fmt: skip
 
 
@@ -109,7 +116,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200, help="calls per operation")
     parser.add_argument("--quick", action="store_true", help="sizes 10,100 and 20 calls (for CI)")
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
+    parser.add_argument("--events", type=int, default=0, help="this many more events in the journal (even)")
     args = parser.parse_args()
+    events = args.events + args.events % 2
+
+    def prepare(uri: str) -> None:
+        if events:
+            fill_journal(uri, name_of(0), events)
+
     sizes = [10, 100] if args.quick else [int(s) for s in args.sizes.split(",")]
     repeat = 20 if args.quick else args.repeat
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-bench-"))
@@ -117,6 +131,7 @@ def main() -> None:
     def sqlite_pair(size):
         seed = workdir / f"seed-{size}.db"
         build_registry(f"prompt-alias+sqlite:///{seed}", size)
+        prepare(f"prompt-alias+sqlite:///{seed}")
         reset_mlflow()
         for copy in ("stock", "plugin"):
             shutil.copy(seed, workdir / f"{copy}-{size}.db")
@@ -124,15 +139,15 @@ def main() -> None:
         return stock, f"prompt-alias+sqlite:///{workdir}/plugin-{size}.db"
 
     try:
-        run("sqlite", sqlite_pair, sizes, repeat)
+        run("sqlite", sqlite_pair, sizes, repeat, events)
         if args.postgres_url:
             with PostgresCopies(args.postgres_url) as pg:
 
                 def postgres_pair(size):
-                    stock, plugin = pg.registry_copies(size)
+                    stock, plugin = pg.registry_copies(size, prepare=prepare)
                     return stock, "prompt-alias+" + plugin
 
-                run("postgresql", postgres_pair, sizes, repeat)
+                run("postgresql", postgres_pair, sizes, repeat, events)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
