@@ -147,6 +147,40 @@ def test_plain_sql_writes_are_journaled(plugin_uri):
     check_journal(plugin_uri)
 
 
+def test_one_transaction_of_many_changes_keeps_the_journal_exact(plugin_uri):
+    """Hundreds of alias changes in one transaction of plain SQL — on one prompt in a row, on
+    two prompts in turn, and after renaming the prompt in the middle of it — each journaled,
+    in order, gap-free. (On PostgreSQL each append goes straight to the counter row's newest
+    version where the transaction left it, and by the key when that is another prompt's or
+    the row moved: every path taken here.)"""
+    _register(plugin_uri, "qa")
+    _register(plugin_uri, "qb")
+    engine = sqlalchemy.create_engine(plain(plugin_uri))
+    insert = "INSERT INTO registered_model_aliases (name, alias, version) VALUES (:n, :a, 1)"
+    update = "UPDATE registered_model_aliases SET version = :v WHERE name = :n AND alias = :a"
+    with engine.begin() as conn:
+        run = lambda sql, **params: conn.execute(sqlalchemy.text(sql), params)  # noqa: E731
+        if engine.dialect.name == "sqlite":
+            run("PRAGMA foreign_keys = ON")  # the rename cascades to the alias rows, as MLflow's sessions have it
+        for i in range(60):
+            run(insert, n="qa", a=f"a{i}")
+        for i in range(60):
+            run(update, n="qa", a=f"a{i}", v=2)
+        for i in range(40):  # the two prompts in turn
+            run(insert, n="qb", a=f"b{i}")
+            run(update, n="qa", a=f"a{i}", v=3)
+        run("UPDATE registered_models SET name = 'qc' WHERE name = 'qa'")  # the history moves with it
+        for i in range(40):
+            run(update, n="qc", a=f"a{i}", v=1)
+    engine.dispose()
+    check_journal(plugin_uri)
+    for name, count in (("qc", 60 + 60 + 40 + 40), ("qb", 40)):
+        events = _events(plugin_uri, name)
+        assert [e.sequence for e in events] == list(range(1, count + 1)), name
+    moves = [(e.alias, e.from_version, e.to_version) for e in _events(plugin_uri, "qc")]
+    assert moves[60:62] == [("a0", 1, 2), ("a1", 1, 2)] and moves[-1] == ("a39", 3, 1)
+
+
 @pytest.mark.every_minor
 def test_stock_delete_of_a_prompt_journals_its_aliases(plugin_uri):
     _register(plugin_uri)
