@@ -121,16 +121,28 @@ def compare_and_set(uri: str, name: str, rounds: list[tuple[str, int | None]], v
     return os.getpid(), outcomes
 
 
-def moves_for(uri: str, name: str, alias: str, seconds: float, versions: list[int], seed: int):
+def moves_for(uri: str, name: str, alias: str, seconds: float, versions: list[int], seed: int,
+              done=None, others: int = 0, minimum: int = 0):  # fmt: skip
     """Moves of one alias to random versions for ``seconds``; returns this process's id, how
-    many it made and the errors seen."""
+    many it made and the errors seen. Given ``done`` (a shared list), it goes on after
+    ``seconds`` until ``others`` processes have added to it and it made ``minimum`` moves (at
+    most four times ``seconds`` more): on a loaded machine a race counts its moves, not only
+    its time."""
     import time
 
     mlflow = _client(uri)
     rng = random.Random(seed)
     errors, made = [], 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    deadline, cap = start + seconds, start + 5 * seconds
+
+    def more() -> bool:
+        now = time.monotonic()
+        if now < deadline:
+            return True
+        return done is not None and now < cap and (made < minimum or len(done) < others)
+
+    while more():
         try:
             mlflow.genai.set_prompt_alias(name=name, alias=alias, version=rng.choice(versions))
             made += 1
@@ -202,10 +214,13 @@ def run(function: str, start, *args):
     return globals()[function](*args)
 
 
-def rollbacks_only_for(uri: str, name: str, alias: str, seconds: float, _versions, seed: int):
+def rollbacks_only_for(uri: str, name: str, alias: str, seconds: float, _versions, seed: int,
+                       done=None, minimum: int = 0):  # fmt: skip
     """Rollbacks of one alias through this package for ``seconds`` (refusals of an empty undo
-    stack are not errors); returns this process's id, the events its calls returned (as
-    dicts) and the errors seen."""
+    stack are not errors), and after that until ``minimum`` succeeded (at most four times
+    ``seconds`` more); then it adds its id to ``done`` (a shared list), for the processes
+    racing it. Returns this process's id, the events its calls returned (as dicts) and the
+    errors seen."""
     import time
 
     from mlflow.exceptions import MlflowException
@@ -214,8 +229,9 @@ def rollbacks_only_for(uri: str, name: str, alias: str, seconds: float, _version
 
     _client(uri)
     errors, returned = [], []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    start = time.monotonic()
+    deadline, cap = start + seconds, start + 5 * seconds
+    while time.monotonic() < deadline or (len(returned) < minimum and time.monotonic() < cap):
         try:
             returned.append(pas.rollback_alias(name, alias).to_dict())
         except MlflowException as e:
@@ -224,4 +240,6 @@ def rollbacks_only_for(uri: str, name: str, alias: str, seconds: float, _version
             time.sleep(0.01)
         except Exception:
             errors.append(traceback.format_exc(limit=3))
+    if done is not None:
+        done.append(os.getpid())
     return os.getpid(), returned, errors
