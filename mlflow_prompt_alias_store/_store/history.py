@@ -80,32 +80,28 @@ def _decode_page_token(token: str) -> tuple[int, int | None]:
     raise MlflowException(f"Invalid page token: {token!r}.", INVALID_PARAMETER_VALUE)
 
 
-def _at_time(divide: str) -> text:
-    """The version an alias pointed to at ``:at``, in one statement whose cost does not grow
-    with the journal: a prompt's events carry times that never decrease with their sequence
-    (1, 2, 3, … with no gaps, the last one its counter row's), so a binary search over the
-    sequences (a recursive query, each step one seek on the journal's unique key) finds the
-    last event at or before ``:at``, and then the alias's latest event up to it is one seek
-    on the alias index. ``divide``: the dialect's integer division."""
-    mid = f"(b.lo + b.hi + 1) {divide} 2"
-    return text(f"""
-        WITH RECURSIVE bounds (lo, hi, inc) AS (
-            SELECT c.sequence - c.sequence, c.sequence, c.incarnation FROM prompt_alias_sequences c
-            WHERE c.workspace = :workspace AND c.name = :name
-          UNION ALL
-            SELECT CASE WHEN e.timestamp <= :at THEN {mid} ELSE b.lo END,
-                   CASE WHEN e.timestamp <= :at THEN b.hi ELSE {mid} - 1 END, b.inc
-            FROM bounds b JOIN prompt_alias_events e
-              ON e.workspace = :workspace AND e.name = :name AND e.incarnation = b.inc AND e.sequence = {mid}
-            WHERE b.lo < b.hi
-        )
-        SELECT e.to_version FROM prompt_alias_events e
-        JOIN (SELECT MIN(hi) AS upto, MIN(inc) AS inc FROM bounds) f ON e.incarnation = f.inc
-        WHERE e.workspace = :workspace AND e.name = :name AND e.alias = :alias AND e.sequence <= f.upto
-        ORDER BY e.sequence DESC LIMIT 1""")
-
-
-_AT_TIME = {"sqlite": _at_time("/"), "postgresql": _at_time("/"), "mysql": _at_time("DIV")}
+# The version an alias pointed to at ``:at``, in one statement whose cost does not grow with
+# the journal: a prompt's events carry times that never decrease with their sequence (1, 2, 3,
+# … with no gaps, the last one its counter row's), so a binary search over the sequences (a
+# recursive query, each step one seek on the journal's unique key; ``>> 1`` halves on SQLite,
+# PostgreSQL and MySQL alike) finds the last event at or before ``:at``, and then the alias's
+# latest event up to it is one seek on the alias index. Every value is a bound parameter.
+_AT_TIME = text("""
+    WITH RECURSIVE bounds (lo, hi, inc) AS (
+        SELECT c.sequence - c.sequence, c.sequence, c.incarnation FROM prompt_alias_sequences c
+        WHERE c.workspace = :workspace AND c.name = :name
+      UNION ALL
+        SELECT CASE WHEN e.timestamp <= :at THEN (b.lo + b.hi + 1) >> 1 ELSE b.lo END,
+               CASE WHEN e.timestamp <= :at THEN b.hi ELSE ((b.lo + b.hi + 1) >> 1) - 1 END, b.inc
+        FROM bounds b JOIN prompt_alias_events e
+          ON e.workspace = :workspace AND e.name = :name AND e.incarnation = b.inc
+             AND e.sequence = (b.lo + b.hi + 1) >> 1
+        WHERE b.lo < b.hi
+    )
+    SELECT e.to_version FROM prompt_alias_events e
+    JOIN (SELECT MIN(hi) AS upto, MIN(inc) AS inc FROM bounds) f ON e.incarnation = f.inc
+    WHERE e.workspace = :workspace AND e.name = :name AND e.alias = :alias AND e.sequence <= f.upto
+    ORDER BY e.sequence DESC LIMIT 1""")
 
 
 class JournalReadsMixin:
@@ -147,7 +143,7 @@ class JournalReadsMixin:
         require_in_range("timestamp_ms", timestamp_ms, 0, MAX_BIGINT, " (milliseconds since the epoch)")
         params = {"workspace": journal_workspace(self), "name": name, "alias": alias, "at": timestamp_ms}
         with self.ManagedSessionMaker() as session:
-            row = session.connection().execute(_AT_TIME[self.db_type], params).first()
+            row = session.connection().execute(_AT_TIME, params).first()
             if row is None:
                 self._require_known_name(session, name)
                 return None
