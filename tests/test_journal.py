@@ -461,6 +461,29 @@ def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
     assert pages and all("LIMIT" in s.upper() for s in pages)
 
 
+def test_which_names_are_prompts_reads_in_chunks(plugin_uri, monkeypatch):
+    """``prompt_names`` (a non-admin's feed and page check which names are prompts) binds at
+    most ``NAMES_PER_STATEMENT`` names per statement (psycopg 3 takes 65,535 parameters), and
+    finds the same prompts whatever the chunk."""
+    from mlflow_prompt_alias_store._store import history
+
+    mlflow.set_tracking_uri(plugin_uri)
+    for i in range(7):
+        _register(f"p{i}", 1)
+    MlflowClient(plugin_uri).create_registered_model("a-model")  # not a prompt
+    store = PromptAliasRegistryStore(plugin_uri)
+    asked = {f"p{i}" for i in range(9)} | {"a-model", "p'; --"}
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    for chunk, reads in ((3, 4), (11, 1), (10_000, 1)):
+        monkeypatch.setattr(history, "NAMES_PER_STATEMENT", chunk)
+        statements.clear()
+        assert store.prompt_names(asked) == {f"p{i}" for i in range(7)}
+        assert len([s for s in statements if "registered_model_tags" in s]) == reads, chunk
+    assert store.prompt_names(set()) == set()
+
+
 def test_point_in_time_lookup_equals_the_journal_at_every_time(plugin_uri):
     """``resolve_alias_at`` (a binary search over the sequences, one statement) answers what
     the history says, at every event's time, a millisecond either side, before the first and

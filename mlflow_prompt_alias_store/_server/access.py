@@ -21,8 +21,9 @@ class Access(Protocol):
     def user(self) -> str | None:
         """The authenticated user of this request, ``None`` without authentication."""
 
-    def readable(self, names: Iterable[str]) -> set[str]:
-        """Those of ``names`` (prompts or models) the user may read."""
+    def readable(self, names: Iterable[str], *, all_prompts: bool = False) -> set[str]:
+        """Those of ``names`` (prompts or models; ``all_prompts``: every one a prompt, as
+        ``list_prompt_names`` reads them) the user may read."""
 
     def reads_all(self) -> bool:
         """Whether the user may read every prompt (the page then pages the prompts in SQL,
@@ -39,7 +40,7 @@ class _Open:
     def user(self) -> str | None:
         return None
 
-    def readable(self, names: Iterable[str]) -> set[str]:
+    def readable(self, names: Iterable[str], *, all_prompts: bool = False) -> set[str]:
         return set(names)
 
     def reads_all(self) -> bool:

@@ -178,11 +178,11 @@ class _MlflowAccess:
             g.prompt_alias_is_admin = bool(self._auth.store.get_user(self.user()).is_admin) or self._workspace_admin()
         return g.prompt_alias_is_admin
 
-    def readable(self, names: Iterable[str]) -> set[str]:
+    def readable(self, names: Iterable[str], *, all_prompts: bool = False) -> set[str]:
         names = set(names)
         if not names or self.is_admin():
             return names
-        prompts = registry_store().prompt_names(names)
+        prompts = names if all_prompts else registry_store().prompt_names(names)
         can_read = auth_read_predicate(self._auth, self.user())
         return {name for name in names if can_read(name, name in prompts)}
 

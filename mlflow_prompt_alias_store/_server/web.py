@@ -295,7 +295,7 @@ def index() -> Response:
         names = store.list_prompt_names()
         if search:
             names = [n for n in names if search.casefold() in n.casefold()]
-        readable = viewer.readable(names)
+        readable = viewer.readable(names, all_prompts=True)
         names = [n for n in names if n in readable]
         total = len(names)
         pages = _page_count(total, PROMPTS_PER_PAGE)

@@ -34,6 +34,8 @@ HISTORY_MAX_RESULTS_LIMIT = 1000
 # The prompt page's picture: at most this many of a prompt's newest events (a timeline about
 # 750 units wide shows no more than some hundred stretches per alias apart).
 TIMELINE_EVENTS = 1000
+# Names bound in one IN list (``prompt_names``), under every driver's limit on parameters.
+NAMES_PER_STATEMENT = 10_000
 
 
 @dataclass
@@ -217,15 +219,19 @@ class JournalReadsMixin:
 
     def prompt_names(self, names: set[str]) -> set[str]:
         """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
-        if not names:
-            return set()
+        found: set[str] = set()
+        ordered = sorted(names)
         with self.ManagedSessionMaker() as session:
-            rows = scoped_query(self, session, SqlRegisteredModelTag).filter(
-                SqlRegisteredModelTag.name.in_(sorted(names)),
-                SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY,
-                SqlRegisteredModelTag.value == "true",
-            )
-            return {row.name for row in rows}
+            # In chunks: a driver that binds on the server (psycopg 3) takes at most 65,535
+            # parameters in one statement.
+            for start in range(0, len(ordered), NAMES_PER_STATEMENT):
+                rows = scoped_query(self, session, SqlRegisteredModelTag).filter(
+                    SqlRegisteredModelTag.name.in_(ordered[start : start + NAMES_PER_STATEMENT]),
+                    SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY,
+                    SqlRegisteredModelTag.value == "true",
+                )
+                found.update(row.name for row in rows.with_entities(SqlRegisteredModelTag.name))
+        return found
 
     def aliases_of(self, names: list[str]) -> list[AliasAssignment]:
         """The current aliases of ``names`` (the prompts one page of the index shows), by
