@@ -16,7 +16,7 @@ MARKS ?=
 # Most tests run on two workers (pytest-xdist; a module's tests stay on one worker, so its
 # servers start once, and the long groups go first: tests/conftest.py); the few that time
 # sub-second propagation (marked `alone`) then run by themselves. XDIST= runs everything in
-# one process.
+# one process (the `alone` tests among the rest, one pytest run).
 XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 # `make serve-auth`: MLflow's auth config, users' database and Flask secret (generated once).
 AUTH_DIR ?= .mlflow-auth
@@ -56,10 +56,16 @@ serve-auth: install
 marks = -m "$(if $(MARKS),($(MARKS)) and )$(1)"
 pytest = $(BIN)/python -P -m pytest $(1) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
-# -P: the checkout is not put on sys.path, so the tests import the installed wheel.
+# -P: the checkout is not put on sys.path, so the tests import the installed wheel. With
+# XDIST= everything runs in one process, the `alone` tests in their turn (nothing runs beside
+# them there): one collection, not two.
 test: install
+ifeq ($(strip $(XDIST)),)
+	$(call pytest,$(if $(MARKS),-m "$(MARKS)"))
+else
 	$(call pytest,$(XDIST) $(call marks,not alone))
 	$(call pytest,$(call marks,alone))
+endif
 
 # Branch coverage of the installed package over the whole suite (every process it starts),
 # one pytest run per test module (scripts/coverage; PYTEST_ARGS as for `make test`).
