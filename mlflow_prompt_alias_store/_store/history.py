@@ -219,6 +219,8 @@ class JournalReadsMixin:
 
     def prompt_names(self, names: set[str]) -> set[str]:
         """Those of ``names`` that are prompts (carry MLflow's prompt tag)."""
+        if not names:
+            return set()  # no session to open
         found: set[str] = set()
         ordered = sorted(names)
         with self.ManagedSessionMaker() as session:
