@@ -50,16 +50,17 @@ def auth_config(directory: Path) -> dict[str, str]:
     return {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only-secret"}
 
 
-def cheap_password_hashes(auth_db: Path) -> None:
+def cheap_password_hashes(auth_db: Path, **others: str) -> None:
     """Store every user's password with one hashing round. MLflow checks the password on every
     request (before 3.12 it has no credential cache) with werkzeug's default, some hundred
     milliseconds a request here: the matrix is about who may do what, not about hashing.
-    werkzeug reads the method from the stored hash, so the check is MLflow's unchanged."""
+    werkzeug reads the method from the stored hash, so the check is MLflow's unchanged.
+    ``others``: more users' passwords, by user name."""
     import sqlite3
 
     from werkzeug.security import generate_password_hash
 
-    passwords = {ADMIN[0]: ADMIN[1]} | {user: PASSWORD for user in [*GRANTS, "nobody"]}
+    passwords = {ADMIN[0]: ADMIN[1]} | {user: PASSWORD for user in [*GRANTS, "nobody"]} | others
     with sqlite3.connect(auth_db) as db:
         for user, password in passwords.items():
             cheap = generate_password_hash(password, method="pbkdf2:sha256:1")
@@ -97,6 +98,7 @@ def server(tmp_path_factory):
     # the split form, with a plain --backend-store-uri).
     with mlflow_server(uri, workdir, "--app-name", "prompt-alias-auth", env=env) as (url, _):
         admin_env = {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}
+        cheap_password_hashes(workdir / "basic_auth.db")  # the admin's, for the seeding's requests
         with mock.patch.dict(os.environ, admin_env):
             mlflow.set_tracking_uri(url)
             try:
@@ -263,8 +265,10 @@ def test_change_feed_shows_only_readable_prompts(server):
     for principal in principals:
         seen = []
         cursor = cursors[principal]
-        for _ in range(2):
-            answer = send(url, principal, "GET", routes.WATCH, {"since": cursor, "wait": "2"}).json()
+        # The events are committed: the first round waits (at most 2 s, for a user who may
+        # read neither) and moves the cursor past them; the second, at once, finds nothing more.
+        for wait in ("2", "0"):
+            answer = send(url, principal, "GET", routes.WATCH, {"since": cursor, "wait": wait}).json()
             seen += [(e["name"], e["alias"], e["to_version"]) for e in answer["events"]]
             cursor = answer["cursor"]
         readable = {"admin": [B, A], "reader": [A], "nobody": []}[principal]

@@ -240,7 +240,7 @@ def test_a_server_with_workspaces(request, tmp_path, app, database, monkeypatch)
     extra = ["--enable-workspaces", "--app-name", app, "--registry-store-uri", uri]
     env = {}
     if app == "prompt-alias-auth":
-        from test_auth_app import ADMIN, auth_config
+        from test_auth_app import ADMIN, auth_config, cheap_password_hashes
 
         env = auth_config(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN[0])
@@ -249,6 +249,8 @@ def test_a_server_with_workspaces(request, tmp_path, app, database, monkeypatch)
     # workspace store on the inner URL (the package's entry point).
     backend = uri if app == "prompt-alias-auth" else plain
     with mlflow_server(backend, tmp_path, *extra, env=env) as (url, _):
+        if app == "prompt-alias-auth":
+            cheap_password_hashes(tmp_path / "basic_auth.db")  # the admin's (the checks are MLflow's)
         monkeypatch.delenv("MLFLOW_ENABLE_WORKSPACES", raising=False)  # a client's
         try:
             _seed(url)
@@ -282,7 +284,8 @@ def test_a_server_with_workspaces(request, tmp_path, app, database, monkeypatch)
                 assert result.returncode == 0, result.stderr
                 assert [p["alias"] for p in json.loads(result.stdout)["protected_aliases"]] == protected
             if app == "prompt-alias-auth":
-                _workspace_admins_administer_their_workspaces_protection(url, client, monkeypatch)
+                _workspace_admins_administer_their_workspaces_protection(url, client, monkeypatch,
+                                                                         tmp_path / "basic_auth.db")
         finally:
             mlflow.set_workspace(None)
     check_journal(uri, workspace=A)
@@ -290,14 +293,17 @@ def test_a_server_with_workspaces(request, tmp_path, app, database, monkeypatch)
     assert db_snapshot(uri)  # the database is still readable
 
 
-def _workspace_admins_administer_their_workspaces_protection(url, admin_client, monkeypatch):
+def _workspace_admins_administer_their_workspaces_protection(url, admin_client, monkeypatch, auth_db):
     """Under ``prompt-alias-auth``: team-a's workspace administrator (MLflow's workspace
     ``MANAGE`` role) protects and unprotects there, and is refused in team-b, whose protected
     list a user without a role there may not see."""
     from mlflow.server import get_app_client
 
+    from test_auth_app import cheap_password_hashes
+
     auth = get_app_client("basic-auth", tracking_uri=url)
     auth.create_user("lead", "lead-password")
+    cheap_password_hashes(auth_db, lead="lead-password")
     if hasattr(auth, "create_role"):  # MLflow's roles
         role = auth.create_role(A, "admins")
         auth.add_role_permission(role.id, "workspace", "*", "MANAGE")
