@@ -64,7 +64,7 @@ def fill_journal(plugin_uri: str, name: str, events: int, days: float = 30.0) ->
     spread evenly over the last ``days`` and ending where the alias row stands, written in one
     statement (a series the database generates), with the prompt's counter row moved on — the
     journal as consistent as if each move had been made (``db check`` passes), in seconds
-    instead of hours. SQLite and PostgreSQL."""
+    instead of hours. SQLite, PostgreSQL and MariaDB/MySQL."""
     if events % 2:
         raise ValueError("an even number of moves ends where the alias stands")
     from mlflow_prompt_alias_store._compat import DEFAULT_WORKSPACE
@@ -73,9 +73,15 @@ def fill_journal(plugin_uri: str, name: str, events: int, days: float = 30.0) ->
     span = int(days * 86_400_000)
     now = int(time.time() * 1000)
     start, step = now - span, max(span // max(events, 1), 1)
-    series = ("generate_series(1, :n) AS s(i)" if engine.dialect.name == "postgresql"
+    dialect = engine.dialect.name
+    series = ("generate_series(1, :n) AS s(i)" if dialect == "postgresql"
               else "(WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r WHERE i < :n) SELECT i FROM r) AS s")  # fmt: skip
+    bigint = "SIGNED" if dialect == "mysql" else "BIGINT"
     with engine.begin() as conn:
+        if dialect == "mysql":  # MariaDB stops a recursive CTE after 1,000 rows by default (MySQL: its depth)
+            variable = "max_recursive_iterations" if "MariaDB" in conn.exec_driver_sql("SELECT VERSION()").scalar() \
+                else "cte_max_recursion_depth"
+            conn.exec_driver_sql(f"SET SESSION {variable} = {events + 10}")
         params = {"name": name, "n": events, "start": start, "step": step, "workspace": DEFAULT_WORKSPACE}
         # The first event (the alias's creation) moves back to the start of the span.
         conn.execute(sqlalchemy.text("UPDATE prompt_alias_events SET timestamp = :start WHERE name = :name "
@@ -83,7 +89,7 @@ def fill_journal(plugin_uri: str, name: str, events: int, days: float = 30.0) ->
         conn.execute(sqlalchemy.text(
             "INSERT INTO prompt_alias_events (workspace, name, incarnation, alias, sequence, action, from_version, "
             "to_version, actor, timestamp) SELECT :workspace, :name, 0, 'production', 1 + s.i, 'move', "
-            "1 + s.i % 2, 2 - s.i % 2, 'bench', :start + CAST(s.i AS BIGINT) * :step FROM " + series), params)  # fmt: skip
+            f"1 + s.i % 2, 2 - s.i % 2, 'bench', :start + CAST(s.i AS {bigint}) * :step FROM " + series), params)  # fmt: skip
         conn.execute(sqlalchemy.text("UPDATE prompt_alias_sequences SET sequence = 1 + :n, timestamp = :end "
                                      "WHERE name = :name"), {**params, "end": start + events * step})  # fmt: skip
     engine.dispose()
@@ -136,6 +142,45 @@ class PostgresCopies:
         with self.admin.connect() as conn:
             for name in self.created:
                 conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        self.admin.dispose()
+
+
+class MysqlCopies:
+    """The same for MariaDB/MySQL, which has no template databases: each side's registry is
+    built in a fresh database of its own (the same rows: ``build_registry`` is deterministic
+    but for times and run ids); every database is dropped at the end."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.url = sqlalchemy.engine.make_url(admin_url)
+        self.admin = sqlalchemy.create_engine(admin_url)
+        self.created: list[str] = []
+
+    def registry_copies(self, size: int, labels: tuple[str, ...] = ("stock", "plugin"), prepare=None) -> list[str]:
+        """``size`` prompts (``prepare(uri)`` adds to them, on the plugin's side: the stock
+        side has no journal), one database URL (no scheme prefix) per label."""
+        seed = f"bench_{uuid.uuid4().hex[:8]}"
+        urls = []
+        for label in labels:
+            name = f"{seed}_{label}"
+            with self.admin.begin() as conn:
+                conn.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+            self.created.append(name)
+            url = self.url.set(database=name).render_as_string(hide_password=False)
+            build_registry("prompt-alias+" + url, size)
+            if prepare is not None and label != "stock":
+                prepare("prompt-alias+" + url)
+            reset_mlflow()
+            urls.append(make_stock(url) if label == "stock" else url)
+        return urls
+
+    def __enter__(self) -> MysqlCopies:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        reset_mlflow()
+        with self.admin.begin() as conn:
+            for name in self.created:
+                conn.execute(sqlalchemy.text(f"DROP DATABASE IF EXISTS {name}"))
         self.admin.dispose()
 
 

@@ -1,10 +1,12 @@
 """In-process benchmark: the same registry in a stock ``sqlite:///`` database and a
-``prompt-alias+sqlite:///`` one (and on PostgreSQL with ``--postgres-url``), measured in one
-run: median and p95 per operation, SQL statements per operation, plugin/stock ratios.
+``prompt-alias+sqlite:///`` one (and on PostgreSQL with ``--postgres-url``, on MariaDB/MySQL
+with ``--mysql-url``: each engine against itself), measured in one run: median and p95 per
+operation, SQL statements per operation, plugin/stock ratios.
 
     python -m benchmarks.store_bench                      # 10, 1,000 and 10,000 prompts
     python -m benchmarks.store_bench --quick              # small, for CI
     python -m benchmarks.store_bench --postgres-url postgresql://postgres@127.0.0.1:5432/test
+    python -m benchmarks.store_bench --mysql-url mysql+pymysql://root@127.0.0.1:3306/test
     python -m benchmarks.store_bench --sizes 10,100000 --events 1000000   # a journal of a million events
 
 ``--events N``: the plugin's journal holds N more events (on the first prompt, filled in one
@@ -24,6 +26,7 @@ from pathlib import Path
 import sqlalchemy
 
 from benchmarks._common import (
+    MysqlCopies,
     PostgresCopies,
     build_registry,
     fill_journal,
@@ -116,6 +119,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=200, help="calls per operation")
     parser.add_argument("--quick", action="store_true", help="sizes 10,100 and 20 calls (for CI)")
     parser.add_argument("--postgres-url", default=None, help="also measure on this PostgreSQL server")
+    parser.add_argument("--mysql-url", default=None, help="also measure on this MariaDB/MySQL server")
     parser.add_argument("--events", type=int, default=0, help="this many more events in the journal (even)")
     args = parser.parse_args()
     events = args.events + args.events % 2
@@ -148,6 +152,14 @@ def main() -> None:
                     return stock, "prompt-alias+" + plugin
 
                 run("postgresql", postgres_pair, sizes, repeat, events)
+        if args.mysql_url:
+            with MysqlCopies(args.mysql_url) as my:
+
+                def mysql_pair(size):
+                    stock, plugin = my.registry_copies(size, prepare=prepare)
+                    return stock, "prompt-alias+" + plugin
+
+                run("mysql", mysql_pair, sizes, repeat, events)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -115,6 +115,7 @@ BIN = Path(sys.executable).parent
 PORT = re.compile(r"(?<=127\.0\.0\.1:)5000\b|(?<=--port )5000\b")
 DOCS_POSTGRES = "postgresql://postgres@127.0.0.1:5432/mlflow"
 BENCHMARK_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+BENCHMARK_MYSQL = "mysql+pymysql://root@127.0.0.1:3306/test"
 RAISES = re.compile(r"#\s*raises MlflowException\b")
 SERVER_TIMEOUT = 90
 
@@ -373,6 +374,9 @@ class PageRun:
         if BENCHMARK_POSTGRES in args:  # the database server, as tests/test_benchmarks.py gives it
             url = self.request.getfixturevalue("postgres_databases").url("test")
             args = [url if a == BENCHMARK_POSTGRES else a for a in args]
+        if BENCHMARK_MYSQL in args:
+            url = self.request.getfixturevalue("mysql_databases").url("test")
+            args = [url if a == BENCHMARK_MYSQL else a for a in args]
         run_benchmark(module, *args)
 
     def pip_install(self, args: list[str], where: str) -> None:
@@ -429,6 +433,7 @@ class PageRun:
 def _marks(page: str) -> list:
     text = "".join(b.text for b in blocks(page) if b.lang in RUN)
     marks = [pytest.mark.postgres] if DOCS_POSTGRES in text or BENCHMARK_POSTGRES in text else []
+    marks += [pytest.mark.mysql] if BENCHMARK_MYSQL in text else []
     if re.search(r"^\s*(mlflow server|make serve)", text, flags=re.MULTILINE):
         marks.append(pytest.mark.server)
     return marks
