@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import random
 
 import pytest
 import sqlalchemy
@@ -11,6 +12,8 @@ from sqlalchemy.exc import OperationalError
 import mlflow
 import mlflow.genai
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import RegisteredModelTag
+from mlflow.entities.model_registry.prompt_version import IS_PROMPT_TAG_KEY
 from mlflow.exceptions import MlflowException
 
 import mlflow_prompt_alias_store
@@ -459,6 +462,53 @@ def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
         assert store.prompt_name_page(offset, limit) == (names[offset : offset + limit], 5)
     pages = [s for s in statements if "registered_model_tags" in s and "count(" not in s.lower()]
     assert pages and all("LIMIT" in s.upper() for s in pages)
+
+
+# Names whose casefold differs from ASCII lowercasing (ß is "ss", the ligature ﬁ "fi", the Kelvin
+# sign "k", the long s "s", İ "i̇"), and names with LIKE's own characters.
+SEARCHED_NAMES = ["prompt_007", "PROMPT_0070", "Mixed-Case.Name", "100%", "a_b", "aXb", "back\\slash", "it's",
+                  'say "hi"', "STRAßE", "ﬁle", "\u212aelvin", "İstanbul", "ſtop", "naïve-プロンプト", "CAFÉ", "café",
+                  "Strasse"]  # fmt: skip
+
+
+# Searches: those names' trouble spots, then short strings over an alphabet that meets them
+# (the same every run).
+SEARCHES = ["", "ss", "SS", "fi", "FILE", "k", "kelvin", "stop", "%", "_", "a_b", "\\", "'", '"', "i", "İ", "é",
+            "ß", "ﬁ", "007", "prompt_007", "nothing-like-it", "-c"]  # fmt: skip
+_SEARCH_ALPHABET = "aefiklnoprstxESKFI_%\\-.'7 ßé"
+
+
+def test_a_search_read_in_the_database_finds_every_name_casefold_finds(plugin_uri):
+    """The index's search: the names read for a search hold every name that contains it under
+    ``str.casefold`` (the page then filters exactly), and an ASCII search on SQLite and
+    PostgreSQL reads no ASCII name that does not contain it — one statement each."""
+    store = PromptAliasRegistryStore(plugin_uri)
+    created = []
+    for name in SEARCHED_NAMES:  # as a REST client creates them (register_prompt takes [\w.-] only)
+        try:
+            store.create_registered_model(name, tags=[RegisteredModelTag(IS_PROMPT_TAG_KEY, "true")])
+            created.append(name)
+        except MlflowException as e:  # MariaDB's names ignore case: CAFÉ is café there
+            assert e.error_code == "RESOURCE_ALREADY_EXISTS" and store.engine.dialect.name == "mysql", e
+    store.create_registered_model("ss-model")  # not a prompt
+    everything = store.list_prompt_names()
+    assert sorted(everything) == sorted(created)
+    narrowed = store.engine.dialect.name in ("sqlite", "postgresql")
+    statements = []
+    sqlalchemy.event.listen(store.engine, "before_cursor_execute",
+                            lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
+    rng = random.Random(0)
+    generated = ["".join(rng.choice(_SEARCH_ALPHABET) for _ in range(rng.randint(1, 3))) for _ in range(150)]
+    for search in SEARCHES + generated:
+        statements.clear()
+        read = store.list_prompt_names(containing=search or None)
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 1, (search, statements)
+        expected = [n for n in everything if search.casefold() in n.casefold()]
+        assert [n for n in read if search.casefold() in n.casefold()] == expected, search
+        assert set(read) <= set(everything) and read == sorted(read, key=everything.index), search
+        if narrowed and search and search.isascii():
+            assert [n for n in read if n.isascii()] == [n for n in expected if n.isascii()], search
+            assert len(read) < len(everything) or len(expected) == len(everything), search
 
 
 def test_which_names_are_prompts_reads_in_chunks(plugin_uri, monkeypatch):

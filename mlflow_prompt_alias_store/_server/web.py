@@ -278,8 +278,9 @@ def _html_errors(view):
 def index() -> Response:
     """Every prompt the user may read with its aliases, ``PROMPTS_PER_PAGE`` a page; ``q``
     keeps the names that contain it (case-insensitive). A user who reads every prompt gets
-    one page of names and their count from the database; a search, or a user some prompts
-    are hidden from, filters the names (one statement). Then one statement reads the shown
+    one page of names and their count from the database; a search (narrowed in the database
+    where it can be), or a user some prompts are hidden from, filters the names (one
+    statement). Then one statement reads the shown
     prompts' aliases: no read per prompt, whatever the registry's size."""
     store = _store()
     viewer = access.current()
@@ -292,7 +293,7 @@ def index() -> Response:
             number = pages
             shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE)
     else:
-        names = store.list_prompt_names()
+        names = store.list_prompt_names(containing=search or None)
         if search:
             names = [n for n in names if search.casefold() in n.casefold()]
         readable = viewer.readable(names, all_prompts=True)

@@ -20,6 +20,7 @@ from mlflow.store.model_registry.dbmodels.models import (
     SqlRegisteredModelTag,
 )
 from mlflow.utils.validation import _validate_model_name
+import sqlalchemy
 from sqlalchemy import func, text
 
 from mlflow_prompt_alias_store._compat import journal_workspace
@@ -36,6 +37,16 @@ HISTORY_MAX_RESULTS_LIMIT = 1000
 TIMELINE_EVENTS = 1000
 # Names bound in one IN list (``prompt_names``), under every driver's limit on parameters.
 NAMES_PER_STATEMENT = 10_000
+
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+# Per dialect, for a name column: (the name with its ASCII letters lowercased and nothing else
+# changed, whatever the locale; a condition true for every name with a character outside ASCII).
+# SQLite's lower() is ASCII-only and length() counts characters, a blob's bytes; PostgreSQL's
+# translate() maps characters one to one and its regular expressions' ranges are code points.
+_ASCII_SEARCH = {
+    "sqlite": lambda c: (func.lower(c), func.length(sqlalchemy.cast(c, sqlalchemy.LargeBinary)) != func.length(c)),
+    "postgresql": lambda c: (func.translate(c, _UPPER, _LOWER), c.op("~")(r"[^\x01-\x7f]")),
+}
 
 
 @dataclass
@@ -169,17 +180,29 @@ class JournalReadsMixin:
             rows = query.order_by(SqlRegisteredModelAlias.name, SqlRegisteredModelAlias.alias)
             return [AliasAssignment(r.name, r.alias, r.version) for r in rows]
 
-    def list_prompt_names(self) -> list[str]:
+    def list_prompt_names(self, containing: str | None = None) -> list[str]:
         """Every prompt's name (the models that carry MLflow's prompt tag), sorted, in one
         statement: the web page's index searches and pages these, then reads only what it
-        shows."""
+        shows.
+
+        ``containing``: a search, which the database narrows the read by where it can. At least
+        every name that contains it ignoring case (``str.casefold``) is returned, and perhaps
+        more: the caller filters exactly. An ASCII search on SQLite or PostgreSQL keeps the names
+        that are ASCII and contain it ignoring ASCII case (which is what casefold does to
+        ASCII), and every name with another character (whose casefold may hold it: ``ß`` is
+        ``ss``, the Kelvin sign ``k``); the database's locale plays no part."""
+        column = SqlRegisteredModelTag.name
         with self.ManagedSessionMaker() as session:
             rows = (
                 scoped_query(self, session, SqlRegisteredModelTag)
                 .filter(SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY, SqlRegisteredModelTag.value == "true")
-                .with_entities(SqlRegisteredModelTag.name)
-                .order_by(SqlRegisteredModelTag.name)
+                .with_entities(column)
+                .order_by(column)
             )
+            dialect = session.get_bind().dialect.name
+            if containing and containing.isascii() and dialect in _ASCII_SEARCH:
+                lowered, other_characters = _ASCII_SEARCH[dialect](column)
+                rows = rows.filter(lowered.contains(containing.lower(), autoescape=True) | other_characters)
             return [row.name for row in rows]
 
     def list_prompt_versions(self, name: str) -> list:
