@@ -280,8 +280,8 @@ def index() -> Response:
     keeps the names that contain it (case-insensitive). A user who reads every prompt gets
     one page of names and their count from the database; a search (narrowed in the database
     where it can be), or a user some prompts are hidden from, filters the names (one
-    statement). Then one statement reads the shown
-    prompts' aliases: no read per prompt, whatever the registry's size."""
+    statement). Then one statement reads the shown prompts' aliases: no read per prompt,
+    whatever the registry's size."""
     store = _store()
     viewer = access.current()
     search = request.args.get("q", "").strip()
