@@ -8,6 +8,7 @@ import difflib
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
@@ -273,8 +274,22 @@ def db_remove(url: str, yes: bool) -> None:
     (the alias journal and the protection records) and its version table.
 
     MLflow's own tables, and every alias in them, stay as they are. Opening the database
-    with a prompt-alias+ URI again adopts it anew (one baseline event per alias).
+    with a prompt-alias+ URI again adopts it anew (one baseline event per alias). Says what
+    it removed, or that there was nothing to remove; a SQLite file that does not exist is an
+    error (and is not created).
     """
+
+    def missing_file() -> str | None:
+        """The path of a SQLite URL's file that does not exist (connecting would create it)."""
+        import sqlalchemy
+
+        from mlflow_prompt_alias_store._uri import parse_store_uri
+
+        database = sqlalchemy.engine.make_url(parse_store_uri(url).db_uri)
+        path = database.database
+        if database.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") and not Path(path).exists():
+            return path
+        return None
 
     def remove() -> None:
         import mlflow.store.db.utils as db_utils
@@ -282,14 +297,20 @@ def db_remove(url: str, yes: bool) -> None:
         from mlflow_prompt_alias_store._store.migrate import remove_all
         from mlflow_prompt_alias_store._uri import parse_store_uri
 
-        parsed = parse_store_uri(url)
-        engine = db_utils.create_sqlalchemy_engine_with_retry(parsed.db_uri)
+        engine = db_utils.create_sqlalchemy_engine_with_retry(parse_store_uri(url).db_uri)
         try:
-            remove_all(engine)
+            dropped_triggers, dropped_tables = remove_all(engine)
+            kind = "triggers and functions" if engine.dialect.name == "postgresql" else "triggers"
         finally:
             engine.dispose()
-        click.echo(f"Removed prompt-alias triggers and tables from {redact(url)}")
+        if not dropped_triggers and not dropped_tables:
+            click.echo(f"Nothing to remove: {redact(url)} holds no prompt-alias triggers or tables.")
+            return
+        click.echo(f"Removed {len(dropped_triggers)} {kind} and {len(dropped_tables)} tables "
+                   f"({', '.join(dropped_tables)}) from {redact(url)}; MLflow's tables and aliases are as they were.")  # fmt: skip
 
+    if (path := _run(missing_file)) is not None:
+        raise click.ClickException(printable(f"No database at {path}: nothing to remove (and none was created)."))
     if not yes:
         click.confirm(
             f"Remove the alias journal, protected aliases and triggers from {redact(url)}?",

@@ -6,6 +6,7 @@ a table rebuild; leaving is one command. SQLite, PostgreSQL and MariaDB."""
 from __future__ import annotations
 
 import getpass
+import re
 import sqlite3
 import subprocess
 import sys
@@ -517,7 +518,13 @@ def test_remove_everything_leaves_a_stock_schema(plugin_uri, request, tmp_path):
 
     result = subprocess.run([CLI, "db", "remove", plugin_uri, "--yes"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "Removed" in result.stdout
+    # What it removed, by name: the journal's and protection's tables and the version table.
+    said = re.fullmatch(r"Removed (\d+) triggers( and functions)? and (\d+) tables \((.*)\) from (.*); "
+                        r"MLflow's tables and aliases are as they were\.\n", result.stdout)  # fmt: skip
+    assert said, result.stdout
+    assert int(said[1]) > 5 and bool(said[2]) == plugin_uri.startswith("prompt-alias+postgresql")
+    tables = said[4].split(", ")
+    assert int(said[3]) == len(tables) and {"prompt_alias_events", "prompt_alias_protected"} <= set(tables)
 
     # A stock database of the same engine, made by stock MLflow: the same schema.
     engine = request.node.callspec.params["plugin_uri"]
@@ -534,9 +541,25 @@ def test_remove_everything_leaves_a_stock_schema(plugin_uri, request, tmp_path):
     assert _alias_rows(plugin_uri) == aliases_before
     SqlAlchemyStore(plain(plugin_uri)).delete_registered_model_alias("qa", "production")
 
+    # A second removal finds nothing, says so, and changes nothing.
+    again = subprocess.run([CLI, "db", "remove", plugin_uri, "--yes"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("Nothing to remove: ") and "holds no prompt-alias triggers or tables" in again.stdout
+    assert schema_snapshot(plugin_uri) == schema_snapshot(stock_uri)
+
     # Coming back adopts the database anew.
     PromptAliasRegistryStore(plugin_uri)
     assert _our_database_objects(plugin_uri)
+
+
+def test_remove_of_a_sqlite_file_that_does_not_exist_says_so_and_creates_nothing(tmp_path):
+    missing = tmp_path / "typo.db"
+    for answer in ([], ["--yes"]):
+        result = subprocess.run([CLI, "db", "remove", f"prompt-alias+sqlite:///{missing}", *answer],
+                                capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 1, result.stdout
+        assert result.stderr == f"Error: No database at {missing}: nothing to remove (and none was created).\n"
+        assert not missing.exists()
 
 
 def test_remove_asks_first(sqlite_uri):

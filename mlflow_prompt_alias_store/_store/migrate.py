@@ -133,22 +133,29 @@ def upgrade_db(engine: sqlalchemy.engine.Engine) -> Upgrade:
             _unlock_after_migration(connection)
 
 
-def remove_all(engine: sqlalchemy.engine.Engine) -> None:
+def remove_all(engine: sqlalchemy.engine.Engine) -> tuple[set[str], list[str]]:
     """Leave: drop the triggers, the package's tables and its version table. MLflow's tables
-    (and every alias row in them) stay as they are."""
+    (and every alias row in them) stay as they are. Returns what was dropped: the triggers'
+    (and PostgreSQL functions') names and the tables' (none of either: the package was not
+    there)."""
     with engine.begin() as connection:
         _lock_for_migration(connection)
         try:
-            triggers.remove(connection)
+            dropped_triggers = triggers.remove(connection)
             inspector = sqlalchemy.inspect(connection)
             ours = [t for t in inspector.get_table_names() if t.startswith(TABLE_PREFIX)]
+            dropped_tables = []
             for table in Base.metadata.sorted_tables[::-1]:
                 if table.name in ours:
                     table.drop(connection)
                     ours.remove(table.name)
+                    dropped_tables.append(table.name)
             for name in ours:  # a table of ours the current models no longer describe
                 connection.execute(sqlalchemy.text(f"DROP TABLE {connection.dialect.identifier_preparer.quote(name)}"))
+                dropped_tables.append(name)
             if VERSION_TABLE in inspector.get_table_names():
                 connection.execute(sqlalchemy.text(f"DROP TABLE {VERSION_TABLE}"))
+                dropped_tables.append(VERSION_TABLE)
         finally:
             _unlock_after_migration(connection)
+    return dropped_triggers, dropped_tables

@@ -1064,9 +1064,11 @@ def install(connection: Connection, only: set[str] | None = None) -> None:
         connection.exec_driver_sql(statement)
 
 
-def remove(connection: Connection) -> None:
-    """Drop every trigger and function of the package."""
-    _drop(connection, present(connection))
+def remove(connection: Connection) -> set[str]:
+    """Drop every trigger and function of the package; returns their names."""
+    found = present(connection)
+    _drop(connection, found)
+    return found
 
 
 def protect(connection: Connection, workspace: str, alias: str) -> None:
