@@ -190,15 +190,26 @@ def db_upgrade(url: str) -> None:
     URL is a prompt-alias+<database URL>. Take a backup first, as for `mlflow db upgrade`.
     """
 
-    def upgrade() -> None:
+    def revisions(engine) -> tuple[str | None, str | None]:
+        """(MLflow's schema revision, this package's), ``None`` where there is none yet."""
+        from alembic.migration import MigrationContext
+
+        from mlflow_prompt_alias_store._store.migrate import current_revision
+
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision(), current_revision(connection)
+
+    def upgrade() -> list[str]:
         import mlflow.store.db.utils as db_utils
 
+        from mlflow_prompt_alias_store._store.adoption import ADOPTION_PROGRESS
         from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
         from mlflow_prompt_alias_store._uri import parse_store_uri
 
         parsed = parse_store_uri(url)
         engine = db_utils.create_sqlalchemy_engine_with_retry(parsed.db_uri)
         try:
+            before = revisions(engine)
             # MLflow's own schema first (what `mlflow db upgrade` does), then ours, through
             # the same path a store takes when it opens the database.
             if db_utils._all_tables_exist(engine):
@@ -207,20 +218,40 @@ def db_upgrade(url: str) -> None:
                 db_utils._initialize_tables(engine)
         finally:
             engine.dispose()
+        baselines = []
         with contextlib.ExitStack() as stack:
-            if sys.stderr.isatty():  # a progress bar while adoption journals the aliases found
-                from mlflow_prompt_alias_store._store.adoption import ADOPTION_PROGRESS
 
-                def start(total: int):
-                    label = f"Journaling a baseline for each of {total:,} aliases"
-                    return stack.enter_context(click.progressbar(length=total, label=label, file=sys.stderr)).update
+            def start(total: int):
+                baselines.append(total)
+                if not sys.stderr.isatty():
+                    return lambda done: None
+                # On a terminal, a progress bar while adoption journals the aliases found.
+                label = f"Journaling a baseline for each of {total:,} aliases"
+                return stack.enter_context(click.progressbar(length=total, label=label, file=sys.stderr)).update
 
-                token = ADOPTION_PROGRESS.set(start)
-                stack.callback(ADOPTION_PROGRESS.reset, token)
-            PromptAliasRegistryStore(url)._dispose_engine()
-        click.echo(f"Upgraded {redact(url)}")
+            token = ADOPTION_PROGRESS.set(start)
+            stack.callback(ADOPTION_PROGRESS.reset, token)
+            store = PromptAliasRegistryStore(url)
+            try:
+                after = revisions(store.engine)
+            finally:
+                store._dispose_engine()
+        said = []
+        for schema, old, new in (("MLflow's tables", before[0], after[0]), ("prompt-alias's tables", before[1], after[1])):
+            if old is None:
+                said.append(f"{schema}: created, at revision {new}.")
+            elif old != new:
+                said.append(f"{schema}: upgraded from revision {old} to {new}.")
+            else:
+                said.append(f"{schema}: already at revision {new}, unchanged.")
+        if baselines:
+            said.append(f"Journaled a baseline for each of {baselines[0]:,} aliases the journal did not explain.")
+        changed = bool(baselines) or before != after
+        said.append(f"Upgraded {redact(url)}." if changed else f"Nothing to do: {redact(url)} is up to date.")
+        return said
 
-    _run(upgrade)
+    for line in _run(upgrade):
+        click.echo(line)
 
 
 @db.command("check")

@@ -3,6 +3,7 @@ event per existing alias is recorded once, and nothing of MLflow's changes."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,12 +126,21 @@ def test_db_upgrade_cli_adopts_and_is_idempotent(tmp_path):
     stock_uri = f"sqlite:///{tmp_path / 'stock.db'}"
     _populate_with_stock_mlflow(stock_uri)
     rows_before = db_snapshot(stock_uri)
+    said = []
     for _ in range(2):
         result = subprocess.run(
             [CLI, "db", "upgrade", "prompt-alias+" + stock_uri], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stderr
-        assert "Upgraded prompt-alias+sqlite:///" in result.stdout
+        said.append(result.stdout.splitlines())
+    # What it did, then that there was nothing to do.
+    mlflow_revision = re.fullmatch(r"MLflow's tables: already at revision (\w+), unchanged\.", said[0][0])
+    assert mlflow_revision, said[0]
+    assert re.fullmatch(r"prompt-alias's tables: created, at revision \w+\.", said[0][1]), said[0]
+    assert said[0][2:] == [f"Journaled a baseline for each of {len(EXPECTED_BASELINES):,} aliases the journal "
+                           "did not explain.", f"Upgraded prompt-alias+{stock_uri}."]  # fmt: skip
+    assert said[1][0] == said[0][0] and said[1][1].endswith(", unchanged.") and said[1][2:] == [
+        f"Nothing to do: prompt-alias+{stock_uri} is up to date."]  # fmt: skip
     assert _mlflow_only(db_snapshot(stock_uri)) == rows_before
     assert _baselines("prompt-alias+" + stock_uri) == EXPECTED_BASELINES
 
@@ -139,6 +149,9 @@ def test_db_upgrade_cli_creates_everything_on_an_empty_database(tmp_path):
     uri = f"prompt-alias+sqlite:///{tmp_path / 'fresh.db'}"
     result = subprocess.run([CLI, "db", "upgrade", uri], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines()] == [
+        "MLflow's tables", "prompt-alias's tables", "Upgraded prompt-alias+sqlite"], result.stdout  # fmt: skip
+    assert result.stdout.count(": created, at revision ") == 2, result.stdout
     tables = set(sqlalchemy.inspect(sqlalchemy.create_engine(uri[13:])).get_table_names())
     assert {"registered_models", "alembic_version", "prompt_alias_events",
             "alembic_version_prompt_alias"} <= tables  # fmt: skip
