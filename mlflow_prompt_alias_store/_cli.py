@@ -543,8 +543,19 @@ def set_if(name, alias, version, expected, create, tracking_uri, output) -> None
 @_TRACKING_URI
 @_OUTPUT
 def aliases(name, alias, tracking_uri, output) -> None:
-    """The current alias assignments."""
-    rows = _run(lambda: _client(tracking_uri).list_aliases(name=name, alias=alias))
+    """The current alias assignments. A prompt that does not exist, an alias the prompt never
+    had, or (without --name) an alias no prompt has is an error, with the closest names."""
+    client = _run(lambda: _client(tracking_uri))
+    rows = _run(lambda: client.list_aliases(name=name, alias=alias))
+    if not rows and name is not None:
+        _run(lambda: _require_model(client, name), client, name)
+        if alias is not None:
+            _run(lambda: _require_alias(client, name, alias), client, name, alias)
+    elif not rows and alias is not None:
+        known = {a.alias for a in _run(client.list_aliases)}
+        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias '{alias}'."
+                             f"{_closest(alias, known)}"), err=True)  # fmt: skip
+        sys.exit(1)
     if output == "json":
         click.echo(json.dumps({"aliases": [r.to_dict() for r in rows]}))
     else:

@@ -206,6 +206,9 @@ def test_through_a_server_set_delete_and_names_that_do_not_exist(uri, tmp_path):
         assert fails("set", "sumary", "production", "1", uri=url).endswith("Did you mean: summary?")
         assert fails("delete", "qa_prompt", "productio", uri=url).endswith("Did you mean: production?")
         assert fails("history", "qa_prompt", "--alias", "zzz", uri=url).endswith("and never had one.")
+        assert fails("aliases", "--name", "qa_promt", uri=url).endswith("not found. Did you mean: qa_prompt?")
+        assert fails("aliases", "--alias", "prodution", uri=url) == (
+            "Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias 'prodution'. Did you mean: production?")
         assert ok("history", "qa_prompt", "--output", "json", uri=url) == before
     actions = [e["action"] for e in json.loads(ok("history", "qa_prompt", "--alias", "staging", "--output", "json",
                                                   uri=uri))["events"]]  # fmt: skip
@@ -219,6 +222,22 @@ def test_aliases(uri):
     data = json.loads(ok("aliases", "--name", "summary", "--output", "json", uri=uri))
     assert data == {"aliases": [{"name": "summary", "alias": "production", "version": 1}]}
     assert fails("aliases", "--alias", "bad/alias", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
+    # A name that exists nowhere is an error with the closest names, never an empty table.
+    assert fails("aliases", "--name", "sumary", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=sumary not found. Did you mean: summary?")
+    assert fails("aliases", "--alias", "prodution", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias 'prodution'. Did you mean: production?")
+    assert fails("aliases", "--name", "summary", "--alias", "prodution", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt 'summary' has no alias 'prodution' and never had one. "
+        "Did you mean: production?")  # fmt: skip
+    # A prompt without aliases, or an alias it had and lost, is an empty answer, not an error.
+    mlflow.set_tracking_uri(uri)
+    mlflow.genai.register_prompt(name="bare", template="Nothing yet: {{q}}")
+    assert json.loads(ok("aliases", "--name", "bare", "--output", "json", uri=uri)) == {"aliases": []}
+    mlflow.genai.set_prompt_alias(name="bare", alias="gone", version=1)
+    mlflow.genai.delete_prompt_alias(name="bare", alias="gone")
+    assert json.loads(ok("aliases", "--name", "bare", "--alias", "gone", "--output", "json", uri=uri)) == {
+        "aliases": []}  # fmt: skip
 
 
 def test_protect_unprotect_protected(uri):
