@@ -564,11 +564,28 @@ def aliases(name, alias, tracking_uri, output) -> None:
 
 @cli.command()
 @click.argument("alias")
+@click.option("--force", is_flag=True, help="Protect ALIAS even though no prompt has it now.")
 @_TRACKING_URI
 @_OUTPUT
-def protect(alias, tracking_uri, output) -> None:
-    """Protect ALIAS in every prompt: it can be moved, not deleted."""
-    p = _run(lambda: _client(tracking_uri).protect_alias(alias, idempotency_key=_new_key()))
+def protect(alias, force, tracking_uri, output) -> None:
+    """Protect ALIAS in every prompt: it can be moved, not deleted. An alias no prompt has
+    (a typo, most often) needs --force."""
+    client = _run(lambda: _client(tracking_uri))
+    if not force and not _run(lambda: client.list_aliases(alias=alias)):
+
+        def refuse() -> None:
+            from mlflow_prompt_alias_store._compat import validate_alias_name, validate_alias_name_reserved
+
+            validate_alias_name(alias)  # a name no prompt can have: stock's words for it first
+            validate_alias_name_reserved(alias)
+
+        _run(refuse)
+        known = {a.alias for a in _run(client.list_aliases)}
+        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias '{alias}'."
+                             f"{_closest(alias, known)} To protect it for every prompt that sets it later, "
+                             "run again with --force."), err=True)  # fmt: skip
+        sys.exit(1)
+    p = _run(lambda: client.protect_alias(alias, idempotency_key=_new_key()))
     _echo_protected([p], output)
 
 

@@ -249,7 +249,13 @@ def test_protect_unprotect_protected(uri):
     with pytest.raises(mlflow.exceptions.MlflowException, match="is protected"):
         mlflow.genai.delete_prompt_alias(name="qa_prompt", alias="production")
     assert ok("unprotect", "production", uri=uri).strip() == "production is no longer protected"
-    protected = json.loads(ok("protect", "staging", "--output", "json", uri=uri))["protected_aliases"]
+    # An alias no prompt has (a typo, most often) is refused without --force, and nothing is protected.
+    assert fails("protect", "prodution", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias 'prodution'. Did you mean: production? To protect "
+        "it for every prompt that sets it later, run again with --force.")  # fmt: skip
+    assert fails("protect", "staging", uri=uri).startswith("Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias")
+    assert json.loads(ok("protected", "--output", "json", uri=uri))["protected_aliases"] == []
+    protected = json.loads(ok("protect", "staging", "--force", "--output", "json", uri=uri))["protected_aliases"]
     assert [p["alias"] for p in protected] == ["staging"] and protected[0]["timestamp"] > 0
     assert json.loads(ok("unprotect", "staging", "--output", "json", uri=uri)) == {
         "alias": "staging", "protected": False}  # fmt: skip
