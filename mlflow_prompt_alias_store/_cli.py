@@ -33,6 +33,10 @@ _OUTPUT = click.option(
 
 
 def _fail(e: Exception, hint: str = "") -> None:
+    if isinstance(e, ImportError):  # an MLflow this package cannot run on: say which, and the range
+        from mlflow_prompt_alias_store._compat import explain_import_error
+
+        e = explain_import_error(e)
     # An MlflowException, or the CLI's own transport's ServerError: both carry the code.
     if isinstance(getattr(e, "error_code", None), str) and isinstance(getattr(e, "message", None), str):
         # Errors relayed by a server already start with their code.
@@ -391,6 +395,18 @@ def _client(tracking_uri: str):
         from mlflow_prompt_alias_store._client.rest import RestAliasBackend
 
         return RestAliasBackend(tracking_uri, http.LightTransport(tracking_uri))
+    from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, did_you_mean_uri, redact
+
+    if not tracking_uri.startswith((SCHEME_PREFIX, "http://", "https://")):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        raise MlflowException(
+            f"--tracking-uri (or MLFLOW_TRACKING_URI) must be a {SCHEME_PREFIX}<database URL>, or the http(s):// "
+            f"address of `mlflow server --app-name prompt-alias`; got {redact(tracking_uri)!r}."
+            f"{did_you_mean_uri(tracking_uri)}",
+            INVALID_PARAMETER_VALUE,
+        )
     from mlflow_prompt_alias_store._client.client import PromptAliasClient
 
     return PromptAliasClient(tracking_uri)
@@ -427,6 +443,8 @@ def at(name, alias, time, tracking_uri, output) -> None:
     version = _run(lambda: client.resolve_alias_at(name, alias, timestamp_ms), client, name, alias)
     if version is None:  # no version then: before the alias was set, or a name it never had
         _run(lambda: _require_alias(client, name, alias), client, name, alias)
+        click.echo(printable(f"({alias} of {name} pointed to no version at {_format_time(timestamp_ms)}: "
+                             "it was not set yet, or deleted then)"), err=True)  # fmt: skip
     if output == "json":
         click.echo(json.dumps({"name": name, "alias": alias, "timestamp": timestamp_ms,
                                "version": version}))  # fmt: skip
@@ -635,6 +653,8 @@ def watch(name, since, timeout, tracking_uri, output) -> None:
     from mlflow_prompt_alias_store._client.watch import AliasWatch, source_for
 
     client = _run(lambda: _client(tracking_uri))
+    if name is not None:  # a prompt that does not exist would be waited for in silence
+        _run(lambda: _require_model(client, name), client, name)
 
     state = {"lost": False}
 

@@ -35,3 +35,21 @@ START_COMMAND = (
     "mlflow server --app-name prompt-alias --backend-store-uri <database URL> "
     "--registry-store-uri prompt-alias+<database URL>"
 )
+
+
+def unauthenticated_hint(sent_credentials: bool) -> str:
+    """What to do about a server's 401 (MLflow's message says only "You are not
+    authenticated"): the two variables MLflow's client (and this package's) read, and which
+    of the two mistakes it was."""
+    if sent_credentials:
+        return (" The server refused the user name and password sent: check MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD.")  # fmt: skip
+    return " No credentials were sent: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."
+
+
+# The refusal of protect and unprotect to a user who is not an administrator (MLflow's
+# words are only "Permission denied").
+ADMINISTRATORS_ONLY = (
+    "Permission denied: only administrators protect and unprotect aliases (with workspaces on, "
+    "also the workspace's administrators); ask one to run it."
+)

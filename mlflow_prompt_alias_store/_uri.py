@@ -41,6 +41,31 @@ class StoreUri(NamedTuple):
     dialect: str
 
 
+def suggested_uri(uri: str | None) -> str | None:
+    """The ``prompt-alias+`` URI someone who wrote ``uri`` most likely meant: a plain
+    database URL of a supported dialect gets the prefix; a misspelt prefix
+    (``prompt_alias+``, ``promptalias+``, other case) is corrected. ``None`` if neither."""
+    if not uri or "://" not in uri:
+        return None
+    scheme, rest = uri.split("://", 1)
+    if scheme in SUPPORTED_DIALECTS:
+        return f"{SCHEME_PREFIX}{uri}"
+    prefix, plus, dialect = scheme.rpartition("+")
+    while plus and dialect not in SUPPORTED_DIALECTS and prefix:  # a driver: postgresql+psycopg2
+        prefix, plus, driver = prefix.rpartition("+")
+        dialect = f"{driver}+{dialect}"
+    squeezed = "".join(c for c in prefix.lower() if c.isalnum())
+    if plus and dialect in SUPPORTED_DIALECTS and squeezed == "promptalias" and prefix != SCHEME_PREFIX[:-1]:
+        return f"{SCHEME_PREFIX}{dialect}://{rest}"
+    return None
+
+
+def did_you_mean_uri(uri: str | None) -> str:
+    """`` Did you mean '…'?`` with ``suggested_uri(uri)`` (its password hidden), or ``""``."""
+    suggestion = suggested_uri(uri)
+    return f" Did you mean '{redact(suggestion)}'?" if suggestion else ""
+
+
 def _invalid(message: str) -> Exception:
     # mlflow is imported lazily: this module is reachable from the entry-point builders,
     # which MLflow loads while ``mlflow`` itself is still importing.
@@ -110,18 +135,27 @@ def parse_store_uri(uri: str) -> StoreUri:
     return StoreUri(uri=uri, db_uri=inner, dialect=dialect)
 
 
-# What to install for each dialect's default driver, for the "driver missing" error.
-_DRIVER_HINTS = {
-    "postgresql": "pip install 'mlflow-prompt-alias-store[postgresql]'",
-    "postgresql+psycopg": "pip install 'mlflow-prompt-alias-store[postgresql]'",
-    "postgresql+psycopg2": "pip install 'mlflow-prompt-alias-store[postgresql]'",
-    "mysql+pymysql": "pip install 'mlflow-prompt-alias-store[mysql]'",
-    "mysql": (
-        "pip install mysqlclient, or use prompt-alias+mysql+pymysql://… with "
-        "pip install 'mlflow-prompt-alias-store[mysql]'"
-    ),
-    "mssql+pyodbc": "pip install pyodbc",
+# The PyPI package of each driver module (this package itself is not on PyPI: its extras
+# are named for a checkout, `pip install '.[postgresql]'`), and the extra that brings it.
+DRIVER_PACKAGES = {
+    "psycopg": ("'psycopg[binary]'", "postgresql"),
+    "psycopg2": ("psycopg2-binary", "postgresql"),
+    "pymysql": ("PyMySQL", "mysql"),
+    "MySQLdb": ("mysqlclient", None),
+    "pyodbc": ("pyodbc", None),
 }
+
+
+def _driver_hint(dialect: str, module: str | None) -> str:
+    package, extra = DRIVER_PACKAGES.get((module or "").split(".")[0], (None, None))
+    if package is None:
+        return "install the database driver"
+    hint = f"pip install {package}"
+    if extra:
+        hint += f" (or, from a checkout of mlflow-prompt-alias-store, pip install '.[{extra}]')"
+    if dialect == "mysql":  # SQLAlchemy's default MySQL driver, which no extra brings
+        hint += ", or use prompt-alias+mysql+pymysql://… with pip install PyMySQL"
+    return hint
 
 
 def require_driver(parsed: StoreUri) -> None:
@@ -135,7 +169,7 @@ def require_driver(parsed: StoreUri) -> None:
     try:
         make_url(parsed.db_uri).get_dialect().import_dbapi()
     except ImportError as e:
-        hint = _DRIVER_HINTS.get(parsed.dialect, "install the database driver")
+        hint = _driver_hint(parsed.dialect, getattr(e, "name", None))
         raise _invalid(
             f"The database driver for {redact(parsed.uri)!r} is not installed ({e}): {hint}."
         ) from e

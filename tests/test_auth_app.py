@@ -358,6 +358,46 @@ def test_cli_speaks_as_the_user_in_the_environment(server):
     assert refused.returncode != 0 and "Permission denied" in refused.stderr
 
 
+def test_a_refusal_says_what_to_do(server, monkeypatch):
+    """Missing credentials and a wrong password are told apart, naming the two variables; a
+    protect by a user who is not an administrator says who may. Through the CLI (our
+    endpoints and stock's) and PromptAliasClient; nothing changes."""
+    url, uri = server
+    before = state(uri)
+    cli = str(Path(sys.executable).with_name("mlflow-prompt-alias"))
+
+    def error(*args: str, user: str | None = None, password: str = PASSWORD) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        env |= {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password} if user else {}
+        result = subprocess.run([cli, *args, "--tracking-uri", url], env=env, capture_output=True, text=True,
+                                timeout=60)  # fmt: skip
+        assert result.returncode == 1, result.stdout
+        return result.stderr.strip()
+
+    missing = "No credentials were sent: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."
+    wrong = "The server refused the user name and password sent: check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."
+    for args in (["history", A], ["set", A, "production", "1"]):  # ours, stock's endpoint
+        assert error(*args).startswith("Error: UNAUTHENTICATED: You are not authenticated.")
+        assert error(*args).endswith(missing)
+        assert error(*args, user="editor", password="not-the-password").endswith(wrong)
+        assert error(*args, user="stranger").endswith(wrong)
+    assert error("protect", "production", user="manager") == f"Error: PERMISSION_DENIED: {routes.ADMINISTRATORS_ONLY}"
+    assert error("set", A, "production", "1", user="reader") == "Error: PERMISSION_DENIED: Permission denied"
+
+    from mlflow.exceptions import MlflowException
+
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(MlflowException, match=missing):
+        PromptAliasClient(url).get_alias_history(A)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORD)
+    with pytest.raises(MlflowException, match="only administrators protect") as refused:
+        PromptAliasClient(url).protect_alias("production")
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert state(uri) == before
+
+
 def test_serve_auth_generates_the_admin_password_and_prints_it_once(tmp_path):
     """``make serve-auth``'s script: a working admin password, printed on the first start
     only, and the config and secret readable only by their owner."""

@@ -100,7 +100,10 @@ def test_history(uri):
 def test_at(uri):
     assert "2" == ok("at", "qa_prompt", "production", "2026-11-20T16:00:00Z", uri=uri).splitlines()[1].split()[-1]
     assert "1" == ok("at", "qa_prompt", "production", "2026-11-20T14:00:00Z", uri=uri).splitlines()[1].split()[-1]
-    assert "-" == ok("at", "qa_prompt", "production", "2026-11-20T12:00:00", uri=uri).splitlines()[1].split()[-1]
+    before = run("at", "qa_prompt", "production", "2026-11-20T12:00:00", uri=uri)
+    assert before.returncode == 0 and before.stdout.splitlines()[1].split()[-1] == "-"
+    assert before.stderr.strip() == ("(production of qa_prompt pointed to no version at 2026-11-20T12:00:00.000Z: "
+                                     "it was not set yet, or deleted then)")  # fmt: skip
     data = json.loads(ok("at", "qa_prompt", "production", "2026-11-20T14:00:00+00:00", "--output", "json", uri=uri))
     assert data == {"name": "qa_prompt", "alias": "production",
                     "timestamp": parse_time("2026-11-20T14:00:00Z"), "version": 1}  # fmt: skip
@@ -108,6 +111,14 @@ def test_at(uri):
     result = run("at", "qa_prompt", "production", "last tuesday", uri=uri)
     assert result.returncode == 2 and "neither ISO-8601" in result.stderr
     assert fails("at", "ghost", "production", "2026-11-20T14:00:00Z", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=ghost not found")
+
+
+def test_watch_of_a_prompt_that_does_not_exist_is_an_error_at_once(uri):
+    # Not a silent wait (--timeout is far longer than the test takes).
+    assert fails("watch", "sumary", "--timeout", "300", uri=uri) == (
+        "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=sumary not found. Did you mean: summary?")
+    assert fails("watch", "ghost", "--timeout", "300", uri=uri) == (
         "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=ghost not found")
 
 
@@ -203,6 +214,8 @@ def test_through_a_server_set_delete_and_names_that_do_not_exist(uri, tmp_path):
         assert fails("at", "qa_prompt", "prodution", "2026-11-20T16:00:00Z", uri=url).endswith(
             "Did you mean: production?")
         assert fails("rollback", "qa_prompt", "prodution", uri=url).endswith("Did you mean: production?")
+        assert fails("watch", "qa_promt", "--timeout", "30", uri=url) == (
+            "Error: RESOURCE_DOES_NOT_EXIST: Prompt with name=qa_promt not found. Did you mean: qa_prompt?")
         assert fails("set", "sumary", "production", "1", uri=url).endswith("Did you mean: summary?")
         assert fails("delete", "qa_prompt", "productio", uri=url).endswith("Did you mean: production?")
         assert fails("history", "qa_prompt", "--alias", "zzz", uri=url).endswith("and never had one.")
@@ -268,12 +281,18 @@ def test_protect_unprotect_protected(uri):
     assert ok("protected", "--history", uri=uri).splitlines()[1].split()[1:3] == ["staging", "unprotect"]
     assert fails("protect", "latest", uri=uri).startswith("Error: INVALID_PARAMETER_VALUE")
     assert fails("protected", uri=uri.replace("prompt-alias+", "")).startswith(
-        "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+")
+        "Error: INVALID_PARAMETER_VALUE: --tracking-uri (or MLFLOW_TRACKING_URI) must be a prompt-alias+")
 
 
 def test_tracking_uri_is_required_and_validated(tmp_path):
     result = run("aliases")
     assert result.returncode == 2 and "--tracking-uri" in result.stderr
-    for command in (["aliases"], ["history", "qa"], ["set", "qa", "p", "1"], ["delete", "qa", "p"]):
-        assert fails(*command, uri=f"sqlite:///{tmp_path / 'x.db'}").startswith(
-            "Error: INVALID_PARAMETER_VALUE: PromptAliasClient needs a prompt-alias+"), command
+    plain = f"sqlite:///{tmp_path / 'x.db'}"
+    for command in (["aliases"], ["history", "qa"], ["set", "qa", "p", "1"], ["delete", "qa", "p"], ["watch"]):
+        assert fails(*command, uri=plain) == (
+            "Error: INVALID_PARAMETER_VALUE: --tracking-uri (or MLFLOW_TRACKING_URI) must be a prompt-alias+<database "
+            f"URL>, or the http(s):// address of `mlflow server --app-name prompt-alias`; got '{plain}'. Did you mean "
+            f"'prompt-alias+{plain}'?"), command  # fmt: skip
+    misspelt = fails("aliases", env_uri="prompt_alias+postgresql://u:topsecret@h/db")
+    assert misspelt.endswith("Did you mean 'prompt-alias+postgresql://u:***@h/db'?") and "topsecret" not in misspelt
+    assert not list(tmp_path.iterdir())  # no database was created

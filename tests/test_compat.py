@@ -164,9 +164,22 @@ def test_an_import_error_on_an_untested_mlflow_names_the_range(monkeypatch, mock
     from mlflow_prompt_alias_store._builders import registry_store
 
     for load in (lambda: registry_store("prompt-alias+sqlite:///x.db"),
-                 lambda: mlflow_prompt_alias_store.PromptAliasRegistryStore):  # fmt: skip
+                 lambda: mlflow_prompt_alias_store.PromptAliasRegistryStore,
+                 lambda: mlflow_prompt_alias_store.PromptAliasClient("prompt-alias+sqlite:///x.db")):  # fmt: skip
         with pytest.raises(ImportError, match=f"tested with MLflow {_compat.TESTED_RANGE}"):
             load()
+    # The CLI: one line, the range said once, exit 1.
+    from click.testing import CliRunner
+
+    from mlflow_prompt_alias_store._cli import cli
+
+    for args in (["aliases", "--tracking-uri", "prompt-alias+sqlite:///x.db"], ["db", "upgrade", "prompt-alias+sqlite:///x.db"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 1, result.output
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith(f"Error: ImportError: mlflow-prompt-alias-store is tested with MLflow {_compat.TESTED_RANGE} "
+                               "and cannot run on MLflow 3.19.0: ")  # fmt: skip
+        assert line.count("tested with") == 1
 
 
 @pytest.mark.every_minor

@@ -198,6 +198,27 @@ def test_missing_driver_is_a_clear_error(monkeypatch):
         assert "pw-secret-2" not in e.value.message
     with pytest.raises(MlflowException, match="is not installed"):
         MlflowClient(tracking_uri=uri).search_prompts()
+    assert "pip install mysqlclient, or use prompt-alias+mysql+pymysql://… with pip install PyMySQL." in e.value.message
+
+
+@pytest.mark.parametrize(("uri", "module"), [
+    ("prompt-alias+postgresql+psycopg://u@h/db", "psycopg"), ("prompt-alias+postgresql+psycopg2://u@h/db", "psycopg2"),
+    ("prompt-alias+mysql+pymysql://u@h/db", "pymysql")])  # fmt: skip
+def test_a_missing_driver_names_a_package_that_exists(monkeypatch, uri, module):
+    """The package named is the one pip installed here for the extra (so it is on the index),
+    and the extra is named as a checkout installs it: this package is not on PyPI."""
+    from importlib.metadata import distribution
+
+    from mlflow_prompt_alias_store._uri import DRIVER_PACKAGES
+
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(MlflowException, match="is not installed") as e:
+        registry_store(uri)
+    package, extra = DRIVER_PACKAGES[module]
+    assert (f": pip install {package} (or, from a checkout of mlflow-prompt-alias-store, pip install '.[{extra}]')."
+            in e.value.message)  # fmt: skip
+    distribution(package.strip("'").split("[")[0])  # installed here from the index: it exists
+    assert "mlflow-prompt-alias-store[" not in e.value.message
 
 
 @pytest.mark.postgres

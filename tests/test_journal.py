@@ -325,6 +325,16 @@ def test_client_refuses_uris_it_cannot_serve(stock_sqlite_uri):
     with pytest.raises(MlflowException, match="needs a prompt-alias") as e:
         PromptAliasClient(stock_sqlite_uri)
     assert e.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert f"Did you mean 'prompt-alias+{stock_sqlite_uri}'?" in e.value.message
+    # A misspelt prefix gets the right one; a password is never shown.
+    for uri, meant in (("prompt_alias+postgresql://u:topsecret@h/db", "prompt-alias+postgresql://u:***@h/db"),
+                       ("mysql+pymysql://u:topsecret@h/db", "prompt-alias+mysql+pymysql://u:***@h/db")):  # fmt: skip
+        with pytest.raises(MlflowException, match="needs a prompt-alias") as e:
+            PromptAliasClient(uri)
+        assert f"Did you mean '{meant}'?" in e.value.message and "topsecret" not in e.value.message
+    with pytest.raises(MlflowException, match="needs a prompt-alias") as e:
+        PromptAliasClient("file:///tmp/mlruns")
+    assert "Did you mean" not in e.value.message
 
 
 @pytest.mark.server

@@ -410,7 +410,10 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
         assert "job execution requirements not met" not in log_path.read_text()
 
     # Without any prompt-alias+ store, the app's endpoints say which option to give.
-    with mlflow_server(f"sqlite:///{db}", tmp_path, "--app-name", "prompt-alias") as (stock_url, _):
+    with mlflow_server(f"sqlite:///{db}", tmp_path, "--app-name", "prompt-alias") as (stock_url, log_path):
+        # Said at start, in the log, with the command that is right (before any client asks).
+        assert ("Start it as: mlflow server --app-name prompt-alias --backend-store-uri "
+                f"sqlite:///{db} --registry-store-uri prompt-alias+sqlite:///{db}") in log_path.read_text()  # fmt: skip
         r = requests.get(stock_url + API + "/history", params={"name": "split"})
         _error(r, 501, "NOT_IMPLEMENTED", "--registry-store-uri prompt-alias+")
 
@@ -437,6 +440,39 @@ def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch,
     if says:
         assert "--backend-store-uri postgresql://u:***@db.example/mlflow --registry-store-uri " \
             "prompt-alias+postgresql://u:***@db.example/mlflow" in caplog.text
+    else:
+        assert caplog.text == ""
+    assert "pw-secret-2" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("backend", "registry", "says"),
+    [
+        ("postgresql://u:pw-secret-2@db.example/mlflow", None,
+         "registry store URI is postgresql://u:***@db.example/mlflow, so the app's endpoints and page will answer "
+         "501 (NOT_IMPLEMENTED). Start it as: mlflow server --app-name prompt-alias --backend-store-uri "
+         "postgresql://u:***@db.example/mlflow --registry-store-uri prompt-alias+postgresql://u:***@db.example/mlflow"),
+        ("prompt-alias+sqlite:///m.db", "sqlite:///m.db",
+         "Start it as: mlflow server --app-name prompt-alias --backend-store-uri sqlite:///m.db --registry-store-uri "
+         "prompt-alias+sqlite:///m.db"),
+        ("./mlruns", None, "registry store URI is ./mlruns"),
+        ("postgresql://u:pw-secret-2@db.example/mlflow", "prompt-alias+postgresql://u:pw-secret-2@db.example/mlflow",
+         None),
+        ("prompt-alias+sqlite:///m.db", None, None),
+    ],
+)  # fmt: skip
+def test_server_without_our_registry_store_says_so_at_start(backend, registry, says, monkeypatch, caplog):
+    from mlflow_prompt_alias_store._server.app import _explain_registry_store
+
+    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", backend)
+    if registry is None:
+        monkeypatch.delenv("_MLFLOW_SERVER_REGISTRY_STORE", raising=False)
+    else:
+        monkeypatch.setenv("_MLFLOW_SERVER_REGISTRY_STORE", registry)
+    caplog.set_level("WARNING", logger="mlflow_prompt_alias_store")
+    _explain_registry_store()
+    if says:
+        assert says in caplog.text
     else:
         assert caplog.text == ""
     assert "pw-secret-2" not in caplog.text

@@ -15,7 +15,7 @@ from mlflow_prompt_alias_store._entities import (
     ProtectedAlias,
     ProtectionEvent,
 )
-from mlflow_prompt_alias_store._uri import SCHEME_PREFIX
+from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, did_you_mean_uri, redact
 
 if TYPE_CHECKING:
     from mlflow_prompt_alias_store._client.watch import AliasWatch
@@ -37,14 +37,19 @@ def _resolve_store(tracking_uri: str | None):
 
     from mlflow.tracking._model_registry.utils import _get_store
 
-    from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+    try:
+        from mlflow_prompt_alias_store._store.registry import PromptAliasRegistryStore
+    except ImportError as e:  # an MLflow outside the range: say so, not which internal it lacks
+        from mlflow_prompt_alias_store._compat import explain_import_error
+
+        raise explain_import_error(e) from e
 
     if not registry_uri or not registry_uri.startswith(SCHEME_PREFIX):
         raise MlflowException(
             f"PromptAliasClient needs a {SCHEME_PREFIX}<database URL> tracking URI, or the "
             f"http(s):// address of `mlflow server --app-name prompt-alias`; got "
-            f"{registry_uri!r}. Set one with mlflow.set_tracking_uri(...), "
-            "MLFLOW_TRACKING_URI or PromptAliasClient(tracking_uri=...).",
+            f"{redact(registry_uri) if registry_uri else registry_uri!r}.{did_you_mean_uri(registry_uri)} Set one "
+            "with mlflow.set_tracking_uri(...), MLFLOW_TRACKING_URI or PromptAliasClient(tracking_uri=...).",
             INVALID_PARAMETER_VALUE,
         )
     store = _get_store(registry_uri)

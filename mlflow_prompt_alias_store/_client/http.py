@@ -15,7 +15,7 @@ import os
 from importlib.metadata import entry_points
 from typing import Any
 
-from mlflow_prompt_alias_store._routes import START_COMMAND, WORKSPACE_HEADER
+from mlflow_prompt_alias_store._routes import START_COMMAND, WORKSPACE_HEADER, unauthenticated_hint
 
 # MLflow's ``_TRANSIENT_FAILURE_RESPONSE_CODES`` and the defaults of its
 # ``MLFLOW_HTTP_REQUEST_*`` environment variables.
@@ -145,6 +145,12 @@ class LightTransport:
             return body
         if isinstance(body, dict) and "error_code" in body:
             raise ServerError(body["error_code"], str(body.get("message", "")))
+        # MLflow's auth refusals on its own routes (the CLI's set and delete) are plain text.
+        if response.status_code == 401:
+            sent = session.auth is not None or "Authorization" in session.headers
+            raise ServerError("UNAUTHENTICATED", response.text.strip()[:500] + unauthenticated_hint(sent))
+        if response.status_code == 403:
+            raise ServerError("PERMISSION_DENIED", response.text.strip()[:500])
         raise ServerError(
             f"HTTP {response.status_code}",
             f"API request to endpoint {endpoint} did not answer MLflow's JSON: {response.text[:500]}",

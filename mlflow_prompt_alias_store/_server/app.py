@@ -21,10 +21,11 @@ from mlflow.server import app as mlflow_app
 from mlflow.server.handlers import HANDLERS, _add_static_prefix, _wrap_response
 
 from mlflow_prompt_alias_store._compat import asgi_app, has_native_routes, job_execution_enabled, verify
+from mlflow_prompt_alias_store._routes import START_COMMAND
 from mlflow_prompt_alias_store._server import web
 from mlflow_prompt_alias_store._server.handlers import ENDPOINTS
 from mlflow_prompt_alias_store._store.transactions import recording_commits
-from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact
+from mlflow_prompt_alias_store._uri import SCHEME_PREFIX, redact, suggested_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -81,6 +82,32 @@ def _explain_job_execution() -> None:
             "the server with --backend-store-uri %s --registry-store-uri %s%s.",
             inner, SCHEME_PREFIX, inner,
         )  # fmt: skip
+
+
+def _explain_registry_store() -> None:
+    """Say at start, with the command that is right, when the registry store is not ours:
+    otherwise the first client to call an endpoint or open the page is the first to learn it
+    (``context.registry_store``'s ``NOT_IMPLEMENTED``)."""
+    from mlflow.server import BACKEND_STORE_URI_ENV_VAR, REGISTRY_STORE_URI_ENV_VAR
+
+    if os.environ.get(ARTIFACTS_ONLY_ENV_VAR):
+        return
+    backend = os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")
+    registry = os.environ.get(REGISTRY_STORE_URI_ENV_VAR) or backend
+    if not registry or registry.startswith(SCHEME_PREFIX):
+        return
+    database = backend.removeprefix(SCHEME_PREFIX)
+    if suggested_uri(database) == SCHEME_PREFIX + database:  # a database URL of a dialect the package serves
+        command = (f"mlflow server --app-name prompt-alias --backend-store-uri {redact(database)} "
+                   f"--registry-store-uri {SCHEME_PREFIX}{redact(database)}")  # fmt: skip
+    else:
+        command = START_COMMAND
+    _logger.warning(
+        "The prompt-alias app serves a prompt-alias+<database URL> registry store; this server's "
+        "registry store URI is %s, so the app's endpoints and page will answer 501 (NOT_IMPLEMENTED). "
+        "Start it as: %s",
+        redact(registry), command,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------- committed writes
@@ -142,6 +169,7 @@ def extend(app: Flask) -> None:
     web.register(app)
     _answer_committed_writes_as_success(app)
     _explain_job_execution()
+    _explain_registry_store()
 
 
 def add_native_reads(fastapi_app, flask_app: Flask, checked: bool = False) -> None:

@@ -149,11 +149,20 @@ def _refusals_in_our_format(response: Response) -> Response:
     path = request.path
     if path in _api_paths():
         message = response.get_data(as_text=True)
+        if code == UNAUTHENTICATED:
+            message += routes.unauthenticated_hint(request.authorization is not None)
+        elif path in _admin_paths():
+            message = routes.ADMINISTRATORS_ONLY
         response.set_data(MlflowException(message, code).serialize_as_json())
         response.mimetype = "application/json"
     elif code == PERMISSION_DENIED and path.startswith(_add_static_prefix(routes.PAGE)):
         return web.error_page(MlflowException("Permission denied: your user may not read this prompt.", code))
     return response
+
+
+@functools.cache
+def _admin_paths() -> frozenset[str]:
+    return frozenset(_add_static_prefix(path) for path in (routes.PROTECT, routes.UNPROTECT))
 
 
 @functools.cache
