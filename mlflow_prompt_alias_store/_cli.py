@@ -181,6 +181,19 @@ def _environment(**values: str):
                 os.environ[name] = value
 
 
+def _missing_sqlite_file(url: str) -> str | None:
+    """The path of a SQLite URL's file that does not exist (connecting would create it)."""
+    import sqlalchemy
+
+    from mlflow_prompt_alias_store._uri import parse_store_uri
+
+    database = sqlalchemy.engine.make_url(parse_store_uri(url).db_uri)
+    path = database.database
+    if database.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") and not Path(path).exists():
+        return path
+    return None
+
+
 @cli.group()
 def db() -> None:
     """Database schema commands."""
@@ -191,7 +204,8 @@ def db() -> None:
 def db_upgrade(url: str) -> None:
     """Create or upgrade MLflow's tables and then this package's, at URL.
 
-    URL is a prompt-alias+<database URL>. Take a backup first, as for `mlflow db upgrade`.
+    URL is a prompt-alias+<database URL> of a database that exists (a SQLite file that does
+    not is an error, and is not created). Take a backup first, as for `mlflow db upgrade`.
     """
 
     def revisions(engine) -> tuple[str | None, str | None]:
@@ -254,6 +268,10 @@ def db_upgrade(url: str) -> None:
         said.append(f"Upgraded {redact(url)}." if changed else f"Nothing to do: {redact(url)} is up to date.")
         return said
 
+    if (path := _run(lambda: _missing_sqlite_file(url))) is not None:
+        raise click.ClickException(printable(
+            f"No database at {path}: db upgrade upgrades a database and creates none (none was created). Check the "
+            "path; a new database is made by the first MLflow call or mlflow server start on the URI."))  # fmt: skip
     for line in _run(upgrade):
         click.echo(line)
 
@@ -314,18 +332,6 @@ def db_remove(url: str, yes: bool) -> None:
     error (and is not created).
     """
 
-    def missing_file() -> str | None:
-        """The path of a SQLite URL's file that does not exist (connecting would create it)."""
-        import sqlalchemy
-
-        from mlflow_prompt_alias_store._uri import parse_store_uri
-
-        database = sqlalchemy.engine.make_url(parse_store_uri(url).db_uri)
-        path = database.database
-        if database.get_backend_name() == "sqlite" and path not in (None, "", ":memory:") and not Path(path).exists():
-            return path
-        return None
-
     def remove() -> None:
         import mlflow.store.db.utils as db_utils
 
@@ -344,7 +350,7 @@ def db_remove(url: str, yes: bool) -> None:
         click.echo(f"Removed {len(dropped_triggers)} {kind} and {len(dropped_tables)} tables "
                    f"({', '.join(dropped_tables)}) from {redact(url)}; MLflow's tables and aliases are as they were.")  # fmt: skip
 
-    if (path := _run(missing_file)) is not None:
+    if (path := _run(lambda: _missing_sqlite_file(url))) is not None:
         raise click.ClickException(printable(f"No database at {path}: nothing to remove (and none was created)."))
     if not yes:
         click.confirm(

@@ -146,6 +146,7 @@ def test_db_upgrade_cli_adopts_and_is_idempotent(tmp_path):
 
 
 def test_db_upgrade_cli_creates_everything_on_an_empty_database(tmp_path):
+    (tmp_path / "fresh.db").touch()  # an empty SQLite database (a file that does not exist is refused)
     uri = f"prompt-alias+sqlite:///{tmp_path / 'fresh.db'}"
     result = subprocess.run([CLI, "db", "upgrade", uri], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -173,7 +173,7 @@ def test_an_import_error_on_an_untested_mlflow_names_the_range(monkeypatch, mock
 
     from mlflow_prompt_alias_store._cli import cli
 
-    for args in (["aliases", "--tracking-uri", "prompt-alias+sqlite:///x.db"], ["db", "upgrade", "prompt-alias+sqlite:///x.db"]):
+    for args in (["aliases", "--tracking-uri", "prompt-alias+sqlite:///x.db"], ["db", "upgrade", "prompt-alias+postgresql://u@127.0.0.1:9/db"]):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 1, result.output
         [line] = result.stderr.strip().splitlines()

@@ -560,6 +560,11 @@ def test_remove_of_a_sqlite_file_that_does_not_exist_says_so_and_creates_nothing
         assert result.returncode == 1, result.stdout
         assert result.stderr == f"Error: No database at {missing}: nothing to remove (and none was created).\n"
         assert not missing.exists()
+    result = subprocess.run([CLI, "db", "upgrade", f"prompt-alias+sqlite:///{missing}"], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.startswith(f"Error: No database at {missing}: db upgrade upgrades a database and creates none")
+    assert not missing.exists()
 
 
 def test_remove_asks_first(sqlite_uri):
