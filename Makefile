@@ -21,7 +21,7 @@ XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
 # `make serve-auth`: MLflow's auth config, users' database and Flask secret (generated once).
 AUTH_DIR ?= .mlflow-auth
 
-.PHONY: install wheel serve serve-auth test test-quick coverage clean
+.PHONY: install wheel serve serve-auth test test-quick coverage clean FORCE
 
 # The dependencies, the test tools and MLflow $(MLFLOW), once per change of the package
 # metadata or of the MLflow release (an environment holds one release: another's mark goes).
@@ -30,26 +30,47 @@ $(BIN)/.installed-$(MLFLOW): setup.cfg setup.py pyproject.toml scripts/install-d
 	flock .build.lock env PYTHON=$(PYTHON) scripts/install-deps $(VENV) $(MLFLOW)
 	touch $@
 
-# Users install wheels, so this does too: every run builds one from the current sources and
-# installs it non-editable (no stale build/ left to leak deleted files into it). The build
-# holds a lock: CI runs several environments' `make test` at once from one checkout.
-wheel: $(BIN)/.installed-$(MLFLOW)
+# What the wheel is built from (README.md is its long description). Their list is kept in
+# $(VENV)/.sources, rewritten only when a file is added or removed, so that a removal rebuilds
+# the wheel too.
+SOURCES := $(sort $(shell find mlflow_prompt_alias_store -type f ! -name '*.pyc' ! -path '*/__pycache__/*')) \
+	setup.cfg setup.py pyproject.toml README.md
+
+$(VENV)/.sources: FORCE
+	@mkdir -p $(VENV)
+	@echo '$(SOURCES)' > $@.new; if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
+
+# Users install wheels, so this does too: a wheel built from the sources, installed
+# non-editable (no stale build/ left to leak deleted files into it), again whenever a source,
+# the list of sources or the environment changed, and only then. The build holds a lock: CI
+# runs several environments' `make test` at once from one checkout.
+$(VENV)/dist/.installed: $(BIN)/.installed-$(MLFLOW) $(VENV)/.sources $(SOURCES)
 	rm -rf $(VENV)/dist
 	flock .build.lock sh -c 'rm -rf build mlflow_prompt_alias_store.egg-info && \
 		$(BIN)/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(VENV)/dist . && \
 		rm -rf build mlflow_prompt_alias_store.egg-info'
 	$(BIN)/pip install --quiet --no-deps --force-reinstall $(VENV)/dist/*.whl
+	touch $@
+
+wheel: $(VENV)/dist/.installed
 
 install: wheel
 
+# The server's worker processes: one per core, at most MLflow's default of 4.
+WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ "$$n" -gt 4 ] && n=4; echo $$n)
+
+# PYTHONSAFEPATH: MLflow starts its workers with `python -m uvicorn`, which would put this
+# checkout first on their sys.path and serve its sources rather than the installed wheel.
 serve: install
-	$(BIN)/mlflow server --app-name prompt-alias --backend-store-uri $(DATABASE_URL) \
-		--registry-store-uri prompt-alias+$(DATABASE_URL) --host $(HOST) --port $(PORT)
+	@$(BIN)/python scripts/port-free $(HOST) $(PORT)
+	PYTHONSAFEPATH=1 $(BIN)/mlflow server --app-name prompt-alias --backend-store-uri $(DATABASE_URL) \
+		--registry-store-uri prompt-alias+$(DATABASE_URL) --host $(HOST) --port $(PORT) --workers $(WORKERS)
 
 # The same with MLflow's users and permissions (--app-name prompt-alias-auth); the first start
 # generates the admin password and prints it.
 serve-auth: install
-	scripts/serve-auth $(BIN) $(AUTH_DIR) $(DATABASE_URL) $(HOST) $(PORT)
+	@$(BIN)/python scripts/port-free $(HOST) $(PORT)
+	PYTHONSAFEPATH=1 scripts/serve-auth $(BIN) $(AUTH_DIR) $(DATABASE_URL) $(HOST) $(PORT) $(WORKERS)
 
 # MARKS and a part's own selection, as one -m expression; pytest's exit code 5 (no test
 # selected) is not a failure of a part.

@@ -47,15 +47,16 @@ else is changed. What the docs say -> what runs. Why.
    The installed package: ``python -m`` from the checkout would benchmark its sources.
 4. ``make serve``, ``make serve-auth`` -> ``make -o install serve[-auth] VENV=<this environment>
    MLFLOW=<its MLflow> PORT=<the free port> DATABASE_URL=sqlite:///<page dir>/mlflow.db
-   AUTH_DIR=<page dir>/.mlflow-auth``, from the checkout, with ``PYTHONSAFEPATH=1``.
+   AUTH_DIR=<page dir>/.mlflow-auth``, from the checkout.
    ``install`` would rebuild the wheel from the checkout as it is at that moment and
    force-reinstall it into VENV: into the environment running this very test, which imports
    from it (and an edit of the checkout in progress would land in it). This environment is
    what ``make install`` made before pytest started (``make test`` depends on it), so
    ``-o install`` skips only that prerequisite; the recipe (``mlflow server …``,
    ``scripts/serve-auth``) runs as written. Its files go to the page's directory, not into
-   the checkout. ``PYTHONSAFEPATH``: ``mlflow server`` starts its workers with ``python -m
-   uvicorn``, which from the checkout root would import the checkout's sources, not the wheel.
+   the checkout. The runner checks that the server's uvicorn workers run with
+   ``PYTHONSAFEPATH=1`` (the recipe's): ``python -m uvicorn`` from the checkout root would
+   otherwise import the checkout's sources, not the wheel.
 5. ``make test`` -> not run; asserted to be exactly the command ``.ci/run`` runs on the newest
    MLflow. It is the command running these tests. ``make test-quick`` and ``make coverage``
    -> not run (they run this suite again); asserted to be the Makefile's targets, test-quick
@@ -347,8 +348,14 @@ class PageRun:
         command = ["make", "-o", "install", target, f"VENV={BIN.parent}", f"MLFLOW={mlflow.__version__}",
                    f"PORT={self.port}", f"DATABASE_URL=sqlite:///{self.work}/mlflow.db",
                    f"AUTH_DIR={self.work}/.mlflow-auth"]  # fmt: skip
-        env = {**self.shell_env, "PYTHONSAFEPATH": "1"}
-        self.start_server("exec " + shlex.join(command), ROOT, env, self.port)
+        self.start_server("exec " + shlex.join(command), ROOT, self.shell_env, self.port)
+        # The recipe serves the installed wheel, not the checkout it runs in: its uvicorn
+        # workers (`python -m uvicorn`, cwd the checkout) run with PYTHONSAFEPATH set.
+        group = os.getpgid(self.servers[self.port].pid)
+        workers = [p for p in Path("/proc").glob("[0-9]*") if _in_group(p, group) and b"uvicorn" in _read(p / "cmdline")]
+        assert workers, f"{target}: no uvicorn worker in the server's process group"
+        for worker in workers:
+            assert b"PYTHONSAFEPATH=1" in _read(worker / "environ").split(b"\0"), f"{target}: {worker} runs the checkout"
 
     def make_test(self, command: str, where: str) -> None:
         ci = (ROOT / ".ci" / "run").read_text()
@@ -428,6 +435,20 @@ class PageRun:
                 if self.postgres is not None:
                     databases, name = self.postgres
                     databases.drop(name)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process has gone
+        return b""
+
+
+def _in_group(process: Path, group: int) -> bool:
+    try:
+        return os.getpgid(int(process.name)) == group
+    except OSError:
+        return False
 
 
 def _marks(page: str) -> list:
