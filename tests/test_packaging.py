@@ -121,6 +121,28 @@ def test_tests_import_the_installed_wheel():
         assert info["url"].endswith(".whl"), info
 
 
+@pytest.mark.parametrize("target", ["serve", "serve-auth"])
+def test_make_serve_refuses_a_busy_port_before_it_starts_anything(target, tmp_path):
+    """A user's second `make serve` while the first still runs: one clear line naming the
+    PORT= to use, exit non-zero, no database or auth config made (MLflow's own answer is
+    uvicorn's "Address already in use", after its start-up)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(["make", "-o", "install", target, f"VENV={Path(sys.executable).parent.parent}",
+                                 f"MLFLOW={mlflow.__version__}", f"PORT={port}",
+                                 f"DATABASE_URL=sqlite:///{tmp_path}/mlflow.db", f"AUTH_DIR={tmp_path}/auth"],
+                                cwd=ROOT, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode != 0
+    assert (f"Port {port} on 127.0.0.1 is taken (Address already in use): another server (an earlier make serve?) is "
+            f"listening there. Stop it, or start this one on another port: make serve PORT={port + 1}"
+            ) in result.stderr.splitlines()  # fmt: skip
+    assert "mlflow server" not in result.stdout + result.stderr and not list(tmp_path.iterdir())
+
+
 SEED_FLOW = textwrap.dedent(
     """
     import json, sys
