@@ -34,12 +34,12 @@ def _minor(text: str) -> tuple[int, int]:
 
 
 def test_one_tested_range_everywhere():
-    oldest, below = re.search(
-        r"^\s*mlflow>=([\d.]+),<([\d.]+)\s*$", (CHECKOUT / "setup.cfg").read_text(), re.M
-    ).groups()
-    assert _minor(oldest) == _compat.OLDEST_TESTED
-    # Every later minor of this major may be installed: the store checks what it needs at start.
+    # No floor (pip must never replace a user's older MLflow: the package refuses it at first
+    # use); every later minor of this major may be installed: the store checks it at start.
+    [below] = re.search(r"^\s*mlflow<([\d.]+)\s*$", (CHECKOUT / "setup.cfg").read_text(), re.M).groups()
     assert below == str(_compat.NEWEST_TESTED[0] + 1)
+    oldest = ".".join(map(str, _compat.OLDEST_TESTED))
+    assert f"It works with MLflow {oldest} to" in (CHECKOUT / "README.md").read_text()
     assert _compat.TESTED_RANGE in (CHECKOUT / "README.md").read_text().strip().splitlines()[-1]
     table = (CHECKOUT / "docs" / "compatibility.md").read_text()
     assert _compat.TESTED_RANGE in table
@@ -149,13 +149,15 @@ def test_an_mlflow_that_cannot_import_with_this_sqlalchemy_is_explained():
     assert _compat.explain_import_error(other) is other  # in the range: left alone
 
 
-def test_an_import_error_on_an_untested_mlflow_names_the_range(monkeypatch, mocker):
-    """What a user who forced MLflow 3.19 in sees when the store needs an internal it lacks."""
-    monkeypatch.setattr(mlflow.version, "VERSION", "3.19.0")
+@pytest.mark.parametrize("version", ["3.19.0", "3.0.1"])
+def test_an_import_error_on_an_untested_mlflow_names_the_range(version, monkeypatch, mocker):
+    """What a user who forced MLflow 3.19 in, or installed the package beside their MLflow 3.0
+    (setup.cfg has no floor: pip keeps it), sees when the package needs an internal it lacks."""
+    monkeypatch.setattr(mlflow.version, "VERSION", version)
     gone = ImportError("cannot import name '_validate_model_name' from 'mlflow.utils.validation'")
     explained = _compat.explain_import_error(gone)
     assert f"tested with MLflow {_compat.TESTED_RANGE}" in str(explained)
-    assert "3.19.0" in str(explained) and "_validate_model_name" in str(explained)
+    assert version in str(explained) and "_validate_model_name" in str(explained)
     # Through the package's entry points, not only the helper.
     import mlflow_prompt_alias_store._store.registry  # noqa: F401 (cached: forget it below)
 
@@ -178,7 +180,7 @@ def test_an_import_error_on_an_untested_mlflow_names_the_range(monkeypatch, mock
         assert result.exit_code == 1, result.output
         [line] = result.stderr.strip().splitlines()
         assert line.startswith(f"Error: ImportError: mlflow-prompt-alias-store is tested with MLflow {_compat.TESTED_RANGE} "
-                               "and cannot run on MLflow 3.19.0: ")  # fmt: skip
+                               f"and cannot run on MLflow {version}: ")  # fmt: skip
         assert line.count("tested with") == 1
 
 

@@ -47,7 +47,9 @@ else is changed. What the docs say -> what runs. Why.
    The installed package: ``python -m`` from the checkout would benchmark its sources.
 4. ``make serve``, ``make serve-auth`` -> ``make -o install serve[-auth] VENV=<this environment>
    MLFLOW=<its MLflow> PORT=<the free port> DATABASE_URL=sqlite:///<page dir>/mlflow.db
-   AUTH_DIR=<page dir>/.mlflow-auth``, from the checkout.
+   AUTH_DIR=<page dir>/.mlflow-auth WORKERS=1``, from the checkout (one worker, as every server
+   the tests start where several are not what is tested; so ``mlflow server`` lines without
+   ``--workers`` get ``MLFLOW_WORKERS=1`` in the environment, the variable of that option).
    ``install`` would rebuild the wheel from the checkout as it is at that moment and
    force-reinstall it into VENV: into the environment running this very test, which imports
    from it (and an edit of the checkout in progress would land in it). This environment is
@@ -234,8 +236,11 @@ class PageRun:
         monkeypatch.chdir(self.work)
         self.port = str(free_port())
         # Servers the page starts run without MLflow's job runner (NO_JOBS: some 20 s of CPU per
-        # start on a plain database URI, and nothing a page shows; the server tests test it).
-        self.shell_env = {**os.environ, **NO_JOBS, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+        # start on a plain database URI, and nothing a page shows; the server tests test it),
+        # and with one worker where the command gives no --workers (MLflow's MLFLOW_WORKERS, the
+        # default of its --workers: 4 workers import MLflow four times, 2-3 s of CPU each).
+        self.shell_env = {**os.environ, **NO_JOBS, "MLFLOW_WORKERS": "1",
+                          "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
         self.synced = dict(os.environ)  # the environment as the python blocks last saw it
         self.namespace: dict = {"__name__": "__main__"}
         self.servers: dict[str, subprocess.Popen] = {}  # port -> its server's process
@@ -347,7 +352,7 @@ class PageRun:
     def make_serve(self, target: str) -> None:
         command = ["make", "-o", "install", target, f"VENV={BIN.parent}", f"MLFLOW={mlflow.__version__}",
                    f"PORT={self.port}", f"DATABASE_URL=sqlite:///{self.work}/mlflow.db",
-                   f"AUTH_DIR={self.work}/.mlflow-auth"]  # fmt: skip
+                   f"AUTH_DIR={self.work}/.mlflow-auth", "WORKERS=1"]  # fmt: skip
         self.start_server("exec " + shlex.join(command), ROOT, self.shell_env, self.port)
         # The recipe serves the installed wheel, not the checkout it runs in: its uvicorn
         # workers (`python -m uvicorn`, cwd the checkout) run with PYTHONSAFEPATH set.

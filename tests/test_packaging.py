@@ -108,6 +108,16 @@ def test_wheel_and_sdist_carry_every_package_file(built):
             assert module.replace(".", "/") + ".py" in in_wheel, line
 
 
+def test_the_wheel_never_makes_pip_replace_a_users_mlflow(built):
+    """No floor on MLflow: installed beside MLflow 3.0 (or 2.x), pip keeps it, and the package
+    says at first use that it cannot run there (tests/test_compat.py); below 4 only."""
+    wheel, _, _ = built
+    with zipfile.ZipFile(wheel) as z:
+        metadata = z.read(next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))).decode()
+    requirements = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    assert [r for r in requirements if r.split("<")[0].split(">")[0].split(";")[0].strip() == "mlflow"] == ["mlflow<4"]
+
+
 def test_tests_import_the_installed_wheel():
     """`make test` (and so CI) installs the wheel non-editable and runs pytest with -P."""
     package_dir = Path(mlflow_prompt_alias_store.__file__).resolve().parent
@@ -180,7 +190,6 @@ SEED_FLOW = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(1200)
 def _stock_code_for_a_deleted_alias(uri: str) -> str:
     """Stock MLflow's error code for loading a deleted alias (it differs between releases)."""
     mlflow.set_tracking_uri(uri)
@@ -192,6 +201,7 @@ def _stock_code_for_a_deleted_alias(uri: str) -> str:
     return e.value.error_code
 
 
+@pytest.mark.timeout(1200)
 def test_wheel_installs_into_a_fresh_venv_and_runs_the_seed_flow(built, tmp_path, stock_sqlite_uri):
     wheel, _, _ = built
     venv = tmp_path / "venv"
