@@ -4,6 +4,9 @@ VENV ?= .venv
 # The MLflow release to install: the newest of the tested range (docs/compatibility.md). CI
 # also runs the suite on the oldest, and a subset on every minor in between.
 MLFLOW ?= 3.18.0
+# The oldest release of the tested range, which CI runs the whole suite on (setup.cfg has no
+# floor: pip must never replace a user's older MLflow; the package refuses one at first use).
+MLFLOW_OLDEST = 3.1.0
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000

@@ -28,8 +28,9 @@ from mlflow.protos.databricks_pb2 import NOT_IMPLEMENTED
 from mlflow.utils import validation as _validation
 
 
-# The minors CI tests, oldest and newest (docs/compatibility.md). setup.cfg admits these and
-# every later 3.x (`mlflow>=3.1.0,<4`): a newer minor runs when it has every MLflow name the
+# The minors CI tests, oldest and newest (docs/compatibility.md; the Makefile's MLFLOW_OLDEST
+# and MLFLOW). setup.cfg admits every MLflow before 4 (`mlflow<4`): an older one is refused at
+# first use, naming this range (``explain_import_error``); a newer minor runs when it has every MLflow name the
 # package relies on (``verify``, at store and app creation), with one warning naming this
 # range, and is refused with the missing name when it does not.
 OLDEST_TESTED = (3, 1)

@@ -40,6 +40,11 @@ def test_one_tested_range_everywhere():
     assert below == str(_compat.NEWEST_TESTED[0] + 1)
     oldest = ".".join(map(str, _compat.OLDEST_TESTED))
     assert f"It works with MLflow {oldest} to" in (CHECKOUT / "README.md").read_text()
+    # CI's oldest (the whole suite runs on it) is a release of that minor.
+    [ci_oldest] = re.search(r"^MLFLOW_OLDEST = (\S+)$", (CHECKOUT / "Makefile").read_text(), re.M).groups()
+    assert _minor(ci_oldest) == _compat.OLDEST_TESTED
+    ci = (CHECKOUT / ".ci" / "run").read_text()
+    assert "oldest=$(sed -n 's/^MLFLOW_OLDEST = *//p' Makefile)" in ci
     assert _compat.TESTED_RANGE in (CHECKOUT / "README.md").read_text().strip().splitlines()[-1]
     table = (CHECKOUT / "docs" / "compatibility.md").read_text()
     assert _compat.TESTED_RANGE in table
