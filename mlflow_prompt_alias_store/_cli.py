@@ -102,6 +102,15 @@ def _no_such_alias(name: str, alias: str, known, since: str = "") -> None:
     sys.exit(1)
 
 
+def _no_prompt_has_alias(client, alias: str, then: str = "") -> None:
+    """The error for an alias no prompt has, with the closest aliases some prompt has and
+    ``then`` (what to do instead); exits 1."""
+    known = {a.alias for a in _run(client.list_aliases)}
+    click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias '{alias}'.{_closest(alias, known)}"
+                         f"{then}"), err=True)  # fmt: skip
+    sys.exit(1)
+
+
 def _require_alias(client, name: str, alias: str) -> None:
     """An alias the prompt never had is an error (not an empty answer), with suggestions."""
     known = _known_aliases(client, name)
@@ -576,10 +585,7 @@ def aliases(name, alias, tracking_uri, output) -> None:
         if alias is not None:
             _run(lambda: _require_alias(client, name, alias), client, name, alias)
     elif not rows and alias is not None:
-        known = {a.alias for a in _run(client.list_aliases)}
-        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias '{alias}'."
-                             f"{_closest(alias, known)}"), err=True)  # fmt: skip
-        sys.exit(1)
+        _no_prompt_has_alias(client, alias)
     if output == "json":
         click.echo(json.dumps({"aliases": [r.to_dict() for r in rows]}))
     else:
@@ -604,11 +610,7 @@ def protect(alias, force, tracking_uri, output) -> None:
             validate_alias_name_reserved(alias)
 
         _run(refuse)
-        known = {a.alias for a in _run(client.list_aliases)}
-        click.echo(printable(f"Error: RESOURCE_DOES_NOT_EXIST: No prompt has an alias '{alias}'."
-                             f"{_closest(alias, known)} To protect it for every prompt that sets it later, "
-                             "run again with --force."), err=True)  # fmt: skip
-        sys.exit(1)
+        _no_prompt_has_alias(client, alias, then=" To protect it for every prompt that sets it later, run again with --force.")
     p = _run(lambda: client.protect_alias(alias, idempotency_key=_new_key()))
     _echo_protected([p], output)
 

@@ -430,19 +430,27 @@ def test_split_uris_keep_mlflow_job_execution(server, tmp_path):
 def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch, caplog):
     from mlflow_prompt_alias_store._server.app import _explain_job_execution
 
-    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", backend)
-    if jobs is None:
-        monkeypatch.delenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", raising=False)
-    else:
-        monkeypatch.setenv("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", jobs)
-    caplog.set_level("WARNING", logger="mlflow_prompt_alias_store")
-    _explain_job_execution()
+    logged = _start_up_log(_explain_job_execution, monkeypatch, caplog, _MLFLOW_SERVER_FILE_STORE=backend,
+                           MLFLOW_SERVER_ENABLE_JOB_EXECUTION=jobs)  # fmt: skip
     if says:
         assert "--backend-store-uri postgresql://u:***@db.example/mlflow --registry-store-uri " \
-            "prompt-alias+postgresql://u:***@db.example/mlflow" in caplog.text
+            "prompt-alias+postgresql://u:***@db.example/mlflow." in logged
     else:
-        assert caplog.text == ""
+        assert logged == ""
+
+
+def _start_up_log(explain, monkeypatch, caplog, **environment: str | None) -> str:
+    """What ``explain`` logs at a server's start with ``environment`` (``None``: unset); never
+    a password."""
+    for name, value in environment.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    caplog.set_level("WARNING", logger="mlflow_prompt_alias_store")
+    explain()
     assert "pw-secret-2" not in caplog.text
+    return caplog.text
 
 
 @pytest.mark.parametrize(
@@ -464,18 +472,12 @@ def test_server_says_how_to_keep_job_execution(backend, jobs, says, monkeypatch,
 def test_server_without_our_registry_store_says_so_at_start(backend, registry, says, monkeypatch, caplog):
     from mlflow_prompt_alias_store._server.app import _explain_registry_store
 
-    monkeypatch.setenv("_MLFLOW_SERVER_FILE_STORE", backend)
-    if registry is None:
-        monkeypatch.delenv("_MLFLOW_SERVER_REGISTRY_STORE", raising=False)
-    else:
-        monkeypatch.setenv("_MLFLOW_SERVER_REGISTRY_STORE", registry)
-    caplog.set_level("WARNING", logger="mlflow_prompt_alias_store")
-    _explain_registry_store()
+    logged = _start_up_log(_explain_registry_store, monkeypatch, caplog, _MLFLOW_SERVER_FILE_STORE=backend,
+                           _MLFLOW_SERVER_REGISTRY_STORE=registry)  # fmt: skip
     if says:
-        assert says in caplog.text
+        assert says in logged
     else:
-        assert caplog.text == ""
-    assert "pw-secret-2" not in caplog.text
+        assert logged == ""
 
 
 def test_app_entry_points_load():

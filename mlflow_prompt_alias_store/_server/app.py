@@ -75,13 +75,18 @@ def _explain_job_execution() -> None:
 
     backend = os.environ.get(BACKEND_STORE_URI_ENV_VAR, "")
     if backend.startswith(SCHEME_PREFIX) and job_execution_enabled():
-        inner = redact(backend)[len(SCHEME_PREFIX) :]
         _logger.warning(
             "MLflow's job execution (scorers, online scoring, prompt optimization) needs a plain "
             "database URI as --backend-store-uri. To keep it and the prompt-alias journal, start "
-            "the server with --backend-store-uri %s --registry-store-uri %s%s.",
-            inner, SCHEME_PREFIX, inner,
+            "the server with %s.",
+            _split_store_options(backend.removeprefix(SCHEME_PREFIX)),
         )  # fmt: skip
+
+
+def _split_store_options(database: str) -> str:
+    """The server's store options for ``database`` (a plain URL, its password hidden): as is
+    for tracking and MLflow's jobs, through ``prompt-alias+`` for the registry."""
+    return f"--backend-store-uri {redact(database)} --registry-store-uri {SCHEME_PREFIX}{redact(database)}"
 
 
 def _explain_registry_store() -> None:
@@ -98,8 +103,7 @@ def _explain_registry_store() -> None:
         return
     database = backend.removeprefix(SCHEME_PREFIX)
     if suggested_uri(database) == SCHEME_PREFIX + database:  # a database URL of a dialect the package serves
-        command = (f"mlflow server --app-name prompt-alias --backend-store-uri {redact(database)} "
-                   f"--registry-store-uri {SCHEME_PREFIX}{redact(database)}")  # fmt: skip
+        command = f"mlflow server --app-name prompt-alias {_split_store_options(database)}"
     else:
         command = START_COMMAND
     _logger.warning(
