@@ -66,16 +66,18 @@ else is changed. What the docs say -> what runs. Why.
 6. ``pip install ARGS`` -> ``<scratch venv>/bin/pip install ARGS``, cwd the checkout, holding
    the Makefile's build lock, ``build/`` and the egg-info removed afterwards. A reader's pip
    installs into their environment, not into this one: a virtual environment made for the
-   page (``python -m venv``), with this environment's site-packages after its own on its
+   test run (``python -m venv``; one for every page: the first page to need it makes it,
+   under the lock), with this environment's site-packages after its own on its
    path (a ``.pth`` file), so that what is installed here satisfies the requirements. (Not
    MLflow 3.18.0 itself, while the index lacks its ``mlflow-skinny``/``mlflow-tracing``
    (docs/compatibility.md): pip installs 3.17.2 there, as it does for a reader today.) From
    the checkout, as the docs say; under the lock because setuptools builds in the source
-   tree, and CI builds other lanes' wheels from the same checkout at the same time. A later
-   ``pip install '.[EXTRAS]'`` on a page that already installed ``.`` -> ``pip install
-   'mlflow-prompt-alias-store[EXTRAS]'``: the same sources, so the same wheel; what the command
-   adds is its extras' dependencies (pip's warning that an extra does not exist fails the
-   page). A build takes 7-16 s of CPU, and README.md alone has three.
+   tree, and CI builds other lanes' wheels from the same checkout at the same time. A
+   ``pip install '.[EXTRAS]'`` (or ``.``) once any page installed the checkout there -> ``pip
+   install 'mlflow-prompt-alias-store[EXTRAS]'``: the same sources, so the same wheel; what the
+   command adds is its extras' dependencies (pip's warning that an extra does not exist fails
+   the page). A build takes 7-16 s of CPU; README.md, quickstart.md and auth.md have six
+   such commands, and the run builds once.
 
 The docs describe the newest release of the tested range (the Makefile's ``MLFLOW``): on
 other releases the test skips.
@@ -246,7 +248,6 @@ class PageRun:
         self.servers: dict[str, subprocess.Popen] = {}  # port -> its server's process
         self.postgres = None  # (postgres_databases, the page's database)
         self.scratch: Path | None = None
-        self.built = False  # `pip install .` (with extras or not) ran into self.scratch
         self.count = 0
 
     # -- text
@@ -392,33 +393,37 @@ class PageRun:
         run_benchmark(module, *args)
 
     def pip_install(self, args: list[str], where: str) -> None:
-        site = self.scratch_environment()
         extras = re.fullmatch(r"\.(\[[a-z,]+\])?", args[0]) if len(args) == 1 else None
-        if extras and self.built:  # this checkout is installed there already
-            args = [f"mlflow-prompt-alias-store{extras[1] or ''}"]
         with open(ROOT / ".build.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # the lock `make wheel` takes (flock(1) is flock(2))
+            site = self.scratch_environment()
+            built = self.scratch / "checkout-installed"
+            if extras and built.exists():  # this checkout is installed there already
+                args = [f"mlflow-prompt-alias-store{extras[1] or ''}"]
             try:
                 result = subprocess.run([str(self.scratch / "bin" / "pip"), "install", *args], cwd=ROOT,
                                         env=self.shell_env, capture_output=True, text=True, timeout=900)  # fmt: skip
             finally:
                 shutil.rmtree(ROOT / "build", ignore_errors=True)
                 shutil.rmtree(ROOT / "mlflow_prompt_alias_store.egg-info", ignore_errors=True)
-        assert result.returncode == 0, f"{where}: pip install {shlex.join(args)}:\n{result.stderr[-5000:]}"
-        assert "does not provide the extra" not in result.stderr, f"{where}: {result.stderr[-2000:]}"
-        assert (site / "mlflow_prompt_alias_store").is_dir(), f"{where}: the package is not in {site}"
-        self.built = self.built or bool(extras)
+            assert result.returncode == 0, f"{where}: pip install {shlex.join(args)}:\n{result.stderr[-5000:]}"
+            assert "does not provide the extra" not in result.stderr, f"{where}: {result.stderr[-2000:]}"
+            assert (site / "mlflow_prompt_alias_store").is_dir(), f"{where}: the package is not in {site}"
+            if extras:
+                built.touch()
 
     def scratch_environment(self) -> Path:
         """The reader's environment for ``pip install``: a virtual environment that sees this
-        one's packages (after its own), so that only what is missing there is installed."""
+        one's packages (after its own), so that only what is missing there is installed. One
+        for the whole test run, every page's (under the build lock, which the caller holds)."""
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
-        if self.scratch is None:
-            self.scratch = self.work.parent / "scratch-venv"
+        self.scratch = _run_directory(self.request) / "scratch-venv"
+        site = self.scratch / "lib" / version / "site-packages"
+        if not (site / "test-environment.pth").exists():
+            shutil.rmtree(self.scratch, ignore_errors=True)  # a creation that did not finish
             subprocess.run([sys.executable, "-m", "venv", str(self.scratch)], check=True, timeout=300)
-            site = self.scratch / "lib" / version / "site-packages"
             (site / "test-environment.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-        return self.scratch / "lib" / version / "site-packages"
+        return site
 
     # -- the end
 
@@ -440,6 +445,13 @@ class PageRun:
                 if self.postgres is not None:
                     databases, name = self.postgres
                     databases.drop(name)
+
+
+def _run_directory(request) -> Path:
+    """The test run's temporary directory, which pytest-xdist's workers share (each has its
+    own ``basetemp`` below it; pytest keeps the last three runs')."""
+    basetemp = request.getfixturevalue("tmp_path_factory").getbasetemp()
+    return basetemp.parent if hasattr(request.config, "workerinput") else basetemp
 
 
 def _read(path: Path) -> bytes:
