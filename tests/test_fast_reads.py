@@ -161,6 +161,58 @@ def test_every_overridden_read_equals_stock(plugin_uri):
         assert mine == theirs or _stock_bug(method, args, mine, theirs), (method, args)
 
 
+RESOLUTIONS = [("get_prompt_version_by_alias", ("text", "production")), ("get_prompt_version", ("text", 3)),
+               ("get_model_version_by_alias", ("model", "champion")), ("get_model_version", ("model", 2))]
+
+
+def test_a_resolution_is_one_statement_on_the_driver(sqlite_uri, mocker):
+    """With nothing listening to SQLAlchemy's statements, a resolution goes straight to the
+    driver's cursor (SQLAlchemy executes nothing): what SQLite executes (its own trace, below
+    SQLAlchemy) is the pool's liveness ping and one SELECT, and the answer is stock's."""
+    import sqlite3
+
+    _populate(sqlite_uri)
+    ours = PromptAliasRegistryStore(sqlite_uri)
+    stock = SqlAlchemyStore(parse_store_uri(sqlite_uri).db_uri)
+    executed = []
+    sqlalchemy.event.listen(ours.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(executed.append))
+    ours.engine.dispose()  # connections from now on are traced
+    execute = mocker.spy(sqlalchemy.engine.Connection, "execute")
+    for method, args in RESOLUTIONS:
+        executed.clear()
+        execute.reset_mock()
+        mine = _outcome(ours, method, args)
+        assert execute.call_count == 0, method
+        run = [s for s in executed if s != "SELECT 1" and not s.startswith("PRAGMA")]  # the ping; MLflow's connect
+        assert len(run) == 1 and run[0].lstrip().startswith("SELECT"), (method, executed)
+        assert mine == _outcome(stock, method, args), method  # (stock's engine may be ours: traced too)
+    assert isinstance(ours.engine.raw_connection().driver_connection, sqlite3.Connection)
+
+
+def test_a_driver_error_on_the_fast_path_drops_the_connection_and_answers_as_stock(plugin_uri, mocker):
+    """A driver's error on the fast path (forced here: the database refuses the statement)
+    invalidates that connection, which SQLAlchemy's own execution would have checked, and
+    the read falls back to stock with stock's answer; the next read is fast again."""
+    _populate(plugin_uri)
+    ours = PromptAliasRegistryStore(plugin_uri)
+    stock = SqlAlchemyStore(parse_store_uri(plugin_uri).db_uri)
+    invalidated = []
+    sqlalchemy.event.listen(ours.engine, "invalidate", lambda dbapi, record, e: invalidated.append(e))
+    for compiled in ours._compiled_resolutions.values():
+        mocker.patch.object(compiled, "sql", "SELECT no_such_column FROM no_such_table")
+    for method, args in RESOLUTIONS:
+        assert _outcome(ours, method, args) == _outcome(stock, method, args), method
+    dbapi_error = ours.engine.dialect.loaded_dbapi.Error
+    # (At least one per read: stock's fallback of a prompt read reads the version through
+    # this store's overridden methods again.)
+    assert len(invalidated) >= len(RESOLUTIONS) and all(isinstance(e, dbapi_error) for e in invalidated), invalidated
+    mocker.stopall()
+    dropped = len(invalidated)
+    for method, args in RESOLUTIONS:
+        assert _outcome(ours, method, args) == _outcome(stock, method, args), method
+    assert len(invalidated) == dropped
+
+
 def _count(store):
     statements = []
     sqlalchemy.event.listen(store.engine, "before_cursor_execute",

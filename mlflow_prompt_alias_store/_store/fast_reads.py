@@ -158,6 +158,49 @@ _MODEL_TAGS_AND_ALIASES = union_all(
 )  # fmt: skip
 
 
+class _Compiled:
+    """A statement compiled once for a dialect: its SQL text, and its parameters in the
+    driver's style (a dict for named paramstyles, a tuple in placeholder order for
+    positional ones), the statement's literals included."""
+
+    def __init__(self, query, dialect) -> None:
+        compiled = query.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._defaults = dict(compiled.params)
+        self._order = tuple(compiled.positiontup) if compiled.positional else None
+
+    def parameters(self, params: dict[str, Any]):
+        merged = {**self._defaults, **params}
+        return merged if self._order is None else tuple(merged[name] for name in self._order)
+
+
+def _rows(conn, query, compiled: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """``query``'s rows as dicts, on ``conn``. SQLAlchemy's execution (its statement cache,
+    execution context and result wrapping) cost more than the statement itself on a warm
+    database (PostgreSQL, one resolution: 0.28 ms through it, 0.15 ms on the driver's
+    cursor), so the compiled text goes to the driver's cursor on SQLAlchemy's connection,
+    which still checks it out, sets its isolation level and resets it. Where something
+    listens to SQLAlchemy's statements (tracing, a test counting them), SQLAlchemy runs it,
+    so that every listener sees it. A driver's error invalidates the connection (it may be
+    broken, and only SQLAlchemy's own execution would have noticed) and goes up as
+    SQLAlchemy's ``DBAPIError``."""
+    if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
+        return [dict(row) for row in conn.execute(query, params).mappings()]
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(compiled.sql, compiled.parameters(params))
+            names = [column[0] for column in cursor.description]
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    except dbapi_error as e:
+        conn.invalidate(e)
+        raise sqlalchemy.exc.DBAPIError.instance(compiled.sql, None, e, dbapi_error) from e
+    return [dict(zip(names, row)) for row in rows]
+
+
 def _model_version(row, tags: list[tuple[str, str]], aliases: list[str]) -> ModelVersion:
     """The ``ModelVersion`` stock MLflow returns for a version row: the fields of
     ``SqlModelVersion.to_mlflow_entity`` (built directly, not through transient ORM objects,
@@ -221,6 +264,11 @@ class FastReadsMixin:
             return engine.execution_options(isolation_level="AUTOCOMMIT")
         return engine
 
+    @functools.cached_property
+    def _compiled_resolutions(self) -> dict[str, _Compiled]:
+        dialect = self._fast_read_engine.dialect
+        return {"alias": _Compiled(_BY_ALIAS, dialect), "version": _Compiled(_BY_VERSION, dialect)}
+
     def _fast_query(self, read):
         """``read(connection)`` on the fast-read engine; ``None`` when the database or its
         driver refuses it (the caller then falls back to stock, which meets the same refusal
@@ -238,10 +286,10 @@ class FastReadsMixin:
             return None
         params = {"workspace": active_workspace(self), "name": name}
         if alias is not None:
-            query, params["alias"] = _BY_ALIAS, alias
+            query, compiled, params["alias"] = _BY_ALIAS, self._compiled_resolutions["alias"], alias
         else:
-            query, params["version"] = _BY_VERSION, version
-        rows = self._fast_query(lambda conn: conn.execute(query, params).mappings().all())
+            query, compiled, params["version"] = _BY_VERSION, self._compiled_resolutions["version"], version
+        rows = self._fast_query(lambda conn: _rows(conn, query, compiled, params))
         if rows is None:
             return None
         mv_row, rm_tags, mv_tags, aliases = None, {}, [], []
