@@ -161,14 +161,16 @@ def test_every_overridden_read_equals_stock(plugin_uri):
         assert mine == theirs or _stock_bug(method, args, mine, theirs), (method, args)
 
 
-RESOLUTIONS = [("get_prompt_version_by_alias", ("text", "production")), ("get_prompt_version", ("text", 3)),
-               ("get_model_version_by_alias", ("model", "champion")), ("get_model_version", ("model", 2))]
+# The fast reads, and how many statements each is (test_store_statement_counts below).
+FAST_READS = [("get_prompt_version_by_alias", ("text", "production"), 1), ("get_prompt_version", ("text", 3), 1),
+              ("get_model_version_by_alias", ("model", "champion"), 1), ("get_model_version", ("model", 2), 1),
+              ("get_prompt", ("text",), 1), ("get_registered_model", ("staged",), 2)]  # fmt: skip
 
 
-def test_a_resolution_is_one_statement_on_the_driver(sqlite_uri, mocker):
-    """With nothing listening to SQLAlchemy's statements, a resolution goes straight to the
+def test_fast_reads_are_their_statements_on_the_driver(sqlite_uri, mocker):
+    """With nothing listening to SQLAlchemy's statements, a fast read goes straight to the
     driver's cursor (SQLAlchemy executes nothing): what SQLite executes (its own trace, below
-    SQLAlchemy) is the pool's liveness ping and one SELECT, and the answer is stock's."""
+    SQLAlchemy) is the pool's liveness ping and the read's SELECTs, and the answer is stock's."""
     import sqlite3
 
     _populate(sqlite_uri)
@@ -178,13 +180,13 @@ def test_a_resolution_is_one_statement_on_the_driver(sqlite_uri, mocker):
     sqlalchemy.event.listen(ours.engine, "connect", lambda dbapi, _: dbapi.set_trace_callback(executed.append))
     ours.engine.dispose()  # connections from now on are traced
     execute = mocker.spy(sqlalchemy.engine.Connection, "execute")
-    for method, args in RESOLUTIONS:
+    for method, args, statements in FAST_READS:
         executed.clear()
         execute.reset_mock()
         mine = _outcome(ours, method, args)
         assert execute.call_count == 0, method
         run = [s for s in executed if s != "SELECT 1" and not s.startswith("PRAGMA")]  # the ping; MLflow's connect
-        assert len(run) == 1 and run[0].lstrip().startswith("SELECT"), (method, executed)
+        assert len(run) == statements and all(s.lstrip().startswith("SELECT") for s in run), (method, executed)
         assert mine == _outcome(stock, method, args), method  # (stock's engine may be ours: traced too)
     assert isinstance(ours.engine.raw_connection().driver_connection, sqlite3.Connection)
 
@@ -198,17 +200,17 @@ def test_a_driver_error_on_the_fast_path_drops_the_connection_and_answers_as_sto
     stock = SqlAlchemyStore(parse_store_uri(plugin_uri).db_uri)
     invalidated = []
     sqlalchemy.event.listen(ours.engine, "invalidate", lambda dbapi, record, e: invalidated.append(e))
-    for compiled in ours._compiled_resolutions.values():
+    for compiled in ours._compiled.values():
         mocker.patch.object(compiled, "sql", "SELECT no_such_column FROM no_such_table")
-    for method, args in RESOLUTIONS:
+    for method, args, _ in FAST_READS:
         assert _outcome(ours, method, args) == _outcome(stock, method, args), method
     dbapi_error = ours.engine.dialect.loaded_dbapi.Error
     # (At least one per read: stock's fallback of a prompt read reads the version through
     # this store's overridden methods again.)
-    assert len(invalidated) >= len(RESOLUTIONS) and all(isinstance(e, dbapi_error) for e in invalidated), invalidated
+    assert len(invalidated) >= len(FAST_READS) and all(isinstance(e, dbapi_error) for e in invalidated), invalidated
     mocker.stopall()
     dropped = len(invalidated)
-    for method, args in RESOLUTIONS:
+    for method, args, _ in FAST_READS:
         assert _outcome(ours, method, args) == _outcome(stock, method, args), method
     assert len(invalidated) == dropped
 

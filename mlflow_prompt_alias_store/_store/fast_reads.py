@@ -174,8 +174,8 @@ class _Compiled:
         return merged if self._order is None else tuple(merged[name] for name in self._order)
 
 
-def _rows(conn, query, compiled: _Compiled, params: dict[str, Any]) -> list[dict[str, Any]]:
-    """``query``'s rows as dicts, on ``conn``. SQLAlchemy's execution (its statement cache,
+def _rows(conn, query, compiled: _Compiled, params: dict[str, Any], *, mappings: bool = True) -> list:
+    """``query``'s rows on ``conn``: dicts (``mappings``) or tuples. SQLAlchemy's execution (its statement cache,
     execution context and result wrapping) cost more than the statement itself on a warm
     database (PostgreSQL, one resolution: 0.28 ms through it, 0.15 ms on the driver's
     cursor), so the compiled text goes to the driver's cursor on SQLAlchemy's connection,
@@ -185,7 +185,8 @@ def _rows(conn, query, compiled: _Compiled, params: dict[str, Any]) -> list[dict
     broken, and only SQLAlchemy's own execution would have noticed) and goes up as
     SQLAlchemy's ``DBAPIError``."""
     if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
-        return [dict(row) for row in conn.execute(query, params).mappings()]
+        result = conn.execute(query, params)
+        return [dict(row) for row in result.mappings()] if mappings else [tuple(row) for row in result]
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
         cursor = conn.connection.dbapi_connection.cursor()
@@ -198,7 +199,7 @@ def _rows(conn, query, compiled: _Compiled, params: dict[str, Any]) -> list[dict
     except dbapi_error as e:
         conn.invalidate(e)
         raise sqlalchemy.exc.DBAPIError.instance(compiled.sql, None, e, dbapi_error) from e
-    return [dict(zip(names, row)) for row in rows]
+    return [dict(zip(names, row)) for row in rows] if mappings else [tuple(row) for row in rows]
 
 
 def _model_version(row, tags: list[tuple[str, str]], aliases: list[str]) -> ModelVersion:
@@ -265,9 +266,14 @@ class FastReadsMixin:
         return engine
 
     @functools.cached_property
-    def _compiled_resolutions(self) -> dict[str, _Compiled]:
+    def _compiled(self) -> dict[Any, _Compiled]:
+        """The fast reads' statements, compiled for this store's database."""
         dialect = self._fast_read_engine.dialect
-        return {"alias": _Compiled(_BY_ALIAS, dialect), "version": _Compiled(_BY_VERSION, dialect)}
+        return {query: _Compiled(query, dialect)
+                for query in (_BY_ALIAS, _BY_VERSION, _MODEL_AND_TAGS, _MODEL_WITH_LATEST, _MODEL_TAGS_AND_ALIASES)}  # fmt: skip
+
+    def _read(self, conn, query, params: dict[str, Any], *, mappings: bool = True) -> list:
+        return _rows(conn, query, self._compiled[query], params, mappings=mappings)
 
     def _fast_query(self, read):
         """``read(connection)`` on the fast-read engine; ``None`` when the database or its
@@ -286,10 +292,10 @@ class FastReadsMixin:
             return None
         params = {"workspace": active_workspace(self), "name": name}
         if alias is not None:
-            query, compiled, params["alias"] = _BY_ALIAS, self._compiled_resolutions["alias"], alias
+            query, params["alias"] = _BY_ALIAS, alias
         else:
-            query, compiled, params["version"] = _BY_VERSION, self._compiled_resolutions["version"], version
-        rows = self._fast_query(lambda conn: _rows(conn, query, compiled, params))
+            query, params["version"] = _BY_VERSION, version
+        rows = self._fast_query(lambda conn: self._read(conn, query, params))
         if rows is None:
             return None
         mv_row, rm_tags, mv_tags, aliases = None, {}, [], []
@@ -359,13 +365,13 @@ class FastReadsMixin:
         """
         if isinstance(name, str):
             params = {"workspace": active_workspace(self), "name": name}
-            rows = self._fast_query(lambda conn: conn.execute(_MODEL_AND_TAGS, params).all()) or []
-            tags = {row.key: row.value for row in rows if row.key is not None}
+            rows = self._fast_query(lambda conn: self._read(conn, _MODEL_AND_TAGS, params)) or []
+            tags = {row["key"]: row["value"] for row in rows if row["key"] is not None}
             if rows and tags.get(IS_PROMPT_TAG_KEY) == "true":
                 return Prompt(
-                    name=rows[0].name,
-                    description=rows[0].description,
-                    creation_timestamp=rows[0].creation_time,
+                    name=rows[0]["name"],
+                    description=rows[0]["description"],
+                    creation_timestamp=rows[0]["creation_time"],
                     tags={k: v for k, v in tags.items() if k != IS_PROMPT_TAG_KEY},
                 )
         return super().get_prompt(name)
@@ -380,8 +386,8 @@ class FastReadsMixin:
         params = {"workspace": active_workspace(self), "name": name}
 
         def read(conn):
-            rows = conn.execute(_MODEL_WITH_LATEST, params).mappings().all()
-            return (rows, conn.execute(_MODEL_TAGS_AND_ALIASES, params).all()) if rows else None
+            rows = self._read(conn, _MODEL_WITH_LATEST, params)
+            return (rows, self._read(conn, _MODEL_TAGS_AND_ALIASES, params, mappings=False)) if rows else None
 
         found = self._fast_query(read)
         return None if found is None else self._registered_model(*found)
