@@ -171,8 +171,6 @@ def test_fast_reads_are_their_statements_on_the_driver(sqlite_uri, mocker):
     """With nothing listening to SQLAlchemy's statements, a fast read goes straight to the
     driver's cursor (SQLAlchemy executes nothing): what SQLite executes (its own trace, below
     SQLAlchemy) is the pool's liveness ping and the read's SELECTs, and the answer is stock's."""
-    import sqlite3
-
     _populate(sqlite_uri)
     ours = PromptAliasRegistryStore(sqlite_uri)
     stock = SqlAlchemyStore(parse_store_uri(sqlite_uri).db_uri)
@@ -188,13 +186,21 @@ def test_fast_reads_are_their_statements_on_the_driver(sqlite_uri, mocker):
         run = [s for s in executed if s != "SELECT 1" and not s.startswith("PRAGMA")]  # the ping; MLflow's connect
         assert len(run) == statements and all(s.lstrip().startswith("SELECT") for s in run), (method, executed)
         assert mine == _outcome(stock, method, args), method  # (stock's engine may be ours: traced too)
-    assert isinstance(ours.engine.raw_connection().driver_connection, sqlite3.Connection)
+    # An engine that logs its statements (MLflow's MLFLOW_SQLALCHEMYSTORE_ECHO) logs these too:
+    # SQLAlchemy runs them.
+    ours.engine.echo = True
+    for method, args, statements in FAST_READS:
+        execute.reset_mock()
+        mine = _outcome(ours, method, args)
+        assert execute.call_count == statements, method
+        assert mine == _outcome(stock, method, args), method
 
 
 def test_a_driver_error_on_the_fast_path_drops_the_connection_and_answers_as_stock(plugin_uri, mocker):
     """A driver's error on the fast path (forced here: the database refuses the statement)
     invalidates that connection, which SQLAlchemy's own execution would have checked, and
-    the read falls back to stock with stock's answer; the next read is fast again."""
+    the read falls back to stock with stock's answer; with the statements as compiled again,
+    the next reads invalidate nothing."""
     _populate(plugin_uri)
     ours = PromptAliasRegistryStore(plugin_uri)
     stock = SqlAlchemyStore(parse_store_uri(plugin_uri).db_uri)

@@ -175,16 +175,17 @@ class _Compiled:
 
 
 def _rows(conn, query, compiled: _Compiled, params: dict[str, Any], *, mappings: bool = True) -> list:
-    """``query``'s rows on ``conn``: dicts (``mappings``) or tuples. SQLAlchemy's execution (its statement cache,
-    execution context and result wrapping) cost more than the statement itself on a warm
-    database (PostgreSQL, one resolution: 0.28 ms through it, 0.15 ms on the driver's
-    cursor), so the compiled text goes to the driver's cursor on SQLAlchemy's connection,
-    which still checks it out, sets its isolation level and resets it. Where something
-    listens to SQLAlchemy's statements (tracing, a test counting them), SQLAlchemy runs it,
-    so that every listener sees it. A driver's error invalidates the connection (it may be
-    broken, and only SQLAlchemy's own execution would have noticed) and goes up as
-    SQLAlchemy's ``DBAPIError``."""
-    if conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
+    """``query``'s rows on ``conn``: dicts (``mappings``) or tuples.
+
+    SQLAlchemy's execution (its statement cache, execution context and result wrapping) costs
+    more than the statement itself on a warm database (PostgreSQL, one resolution: 0.28 ms
+    through it, 0.15 ms on the driver's cursor), so the compiled text goes to the driver's
+    cursor on SQLAlchemy's connection, which still checks it out, sets its isolation level
+    and resets it. Where something listens to SQLAlchemy's statements (tracing, a test
+    counting them) or its engine logs them (``echo``), SQLAlchemy runs it, so that they see
+    it. A driver's error invalidates the connection (it may be broken, and only SQLAlchemy's
+    own execution would have noticed) and goes up as SQLAlchemy's ``DBAPIError``."""
+    if conn.engine.echo or conn.dispatch.before_cursor_execute or conn.dispatch.after_cursor_execute:
         result = conn.execute(query, params)
         return [dict(row) for row in result.mappings()] if mappings else [tuple(row) for row in result]
     dbapi_error = conn.dialect.loaded_dbapi.Error
@@ -273,6 +274,7 @@ class FastReadsMixin:
                 for query in (_BY_ALIAS, _BY_VERSION, _MODEL_AND_TAGS, _MODEL_WITH_LATEST, _MODEL_TAGS_AND_ALIASES)}  # fmt: skip
 
     def _read(self, conn, query, params: dict[str, Any], *, mappings: bool = True) -> list:
+        """One of the fast reads' statements on ``conn`` (``_rows``)."""
         return _rows(conn, query, self._compiled[query], params, mappings=mappings)
 
     def _fast_query(self, read):
