@@ -419,9 +419,10 @@ def _undone_correctly(events) -> list[str]:
 # window whatever else runs (more contention only makes a race likelier), and together they
 # take the longest window, not the sum. Each goes on past its window until it made enough
 # calls to show its bug (below), so a loaded machine counts calls, not seconds. The issue's
-# reproductions ran 30 s (a race: 59 of 497 rollbacks wrong) and 60 s (the fleet: 13 of 119 and
-# 64 of 704 stock writes failed); 15 s, the pool's 23 processes saturating both cores meanwhile, makes
-# hundreds of calls of each kind on a quiet machine (printed, shown with -rP).
+# reproductions ran 30 s (a race: 59 of 497 rollbacks wrong, 12 %) and 60 s (the fleet: 13
+# of 119 and 64 of 704 stock writes failed). In 15 s, the pool's 23 processes sharing both
+# cores, a quiet machine makes 33-57 rollbacks per engine (all of them right by chance, at
+# 12 %: under 2 %) and 124-125 stock moves in the fleet (printed; shown with -rP).
 RACE_SECONDS, FLEET_SECONDS = 15, 15
 # The fleet's writers each go on until this many moves: 4 stock writers make > 100.
 FLEET_MINIMUM = 30
