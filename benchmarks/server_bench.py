@@ -54,8 +54,8 @@ def _free_port() -> int:
 
 
 # The authenticated servers: their admin, and the non-admin user the clients load as.
-_ADMIN = ("admin", "benchmark-admin-password")
-_READER = ("reader", "benchmark-reader-password")
+ADMIN = ("admin", "benchmark-admin-password")
+READER = ("reader", "benchmark-reader-password")
 
 
 def _auth_env(workdir: Path, label: str) -> dict[str, str]:
@@ -67,7 +67,7 @@ def _auth_env(workdir: Path, label: str) -> dict[str, str]:
         "[mlflow]\n"
         "default_permission = READ\n"
         f"database_uri = sqlite:///{directory / 'basic_auth.db'}\n"
-        f"admin_username = {_ADMIN[0]}\nadmin_password = {_ADMIN[1]}\n"
+        f"admin_username = {ADMIN[0]}\nadmin_password = {ADMIN[1]}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "auth_cache_ttl_seconds = 60\n"
     )
@@ -140,10 +140,11 @@ def _stop(proc) -> None:
 
 
 @contextlib.contextmanager
-def plugin_server(prompts: int, prepare=None, workers: int = 2):
+def plugin_server(prompts: int, prepare=None, workers: int = 2, auth: bool = False):
     """A throw-away ``prompt-alias+sqlite:///`` registry of ``prompts`` prompts
     (``build_registry``; ``prepare(uri)`` adds to it), served by ``mlflow server --app-name
-    prompt-alias --workers 2`` (or ``workers``) once it has finished starting. Yields ``(uri,
+    prompt-alias --workers 2`` (or ``workers``; ``auth``: ``prompt-alias-auth``, READ for
+    everyone, with a non-admin user ``READER``) once it has finished starting. Yields ``(uri,
     url)``; stops the server and removes the files afterwards."""
     workdir = Path(tempfile.mkdtemp(prefix="prompt-alias-bench-server-"))
     proc = None
@@ -153,7 +154,10 @@ def plugin_server(prompts: int, prepare=None, workers: int = 2):
         if prepare is not None:
             prepare(uri)
         reset_mlflow()
-        proc, url = _start(uri, workdir, workers, "--app-name", "prompt-alias")
+        app, env = ("prompt-alias-auth", _auth_env(workdir, "plugin")) if auth else ("prompt-alias", None)
+        proc, url = _start(uri, workdir, workers, "--app-name", app, env=env)
+        if auth:
+            _add_reader(url)
         _wait_until_idle(proc)
         yield uri, url
     finally:
@@ -284,8 +288,8 @@ def _load_replay(pool, upstream: str, size: int, seconds: float):
 
 
 def _add_reader(url: str) -> None:
-    response = requests.post(url + "/api/2.0/mlflow/users/create", auth=_ADMIN, timeout=60,
-                             json={"username": _READER[0], "password": _READER[1]})  # fmt: skip
+    response = requests.post(url + "/api/2.0/mlflow/users/create", auth=ADMIN, timeout=60,
+                             json={"username": READER[0], "password": READER[1]})  # fmt: skip
     response.raise_for_status()
 
 
@@ -303,7 +307,7 @@ def measure(engine: str, backends: dict[str, tuple[str, ...]], args, seconds: fl
                 credentials = None
                 if authenticated:
                     _add_reader(url)
-                    credentials = _READER
+                    credentials = READER
                 if not args.quick:  # a smoke run's figures mean nothing: no need to wait
                     _wait_until_idle(proc)
                 for clients in (1, 8):

@@ -7,6 +7,7 @@ one page of its prompt list (``registered-models/search`` for prompts, 25 per pa
     python -m benchmarks.web_bench            # 10, 500 and 100,000 prompts; 50, 5,000 and 1,000,000 events
     python -m benchmarks.web_bench --sizes 10:50,100000:1000000   # prompts:events, each its own registry
     python -m benchmarks.web_bench --quick    # 10 and 100 prompts; 50 and 5,000 events (CI)
+    python -m benchmarks.web_bench --auth     # --app-name prompt-alias-auth, as a user one prompt is hidden from
 
 The busy prompt's events: 50 made by SQL writes the triggers journal (three aliases moving,
 one created and deleted), the rest (beyond 50) ``production`` moves filled in one statement
@@ -21,7 +22,7 @@ import requests
 import sqlalchemy
 
 from benchmarks._common import fill_journal, median_p95, name_of, print_table, timed
-from benchmarks.server_bench import plugin_server
+from benchmarks.server_bench import ADMIN, READER, plugin_server
 
 BUSY = name_of(0)  # the prompt whose journal grows
 STOCK_PROMPT_LIST = ("/ajax-api/2.0/mlflow/registered-models/search",
@@ -52,8 +53,18 @@ def _add_events(plugin_uri: str, events: int) -> None:
     engine.dispose()
 
 
-def measure(url: str, label: str, prompts: int, repeat: int) -> list[list[object]]:
+def _hide_one_prompt(url: str, name: str) -> None:
+    """``READER`` may read every prompt but ``name`` (a DENY grant: MLflow 3.18)."""
+    response = requests.post(url + "/api/3.0/mlflow/users/permissions/grant", auth=ADMIN, timeout=60,
+                             json={"username": READER[0], "resource_type": "prompt", "resource_id": name,
+                                   "permission": "DENY"})  # fmt: skip
+    response.raise_for_status()
+
+
+def measure(url: str, label: str, prompts: int, repeat: int, auth: bool = False) -> list[list[object]]:
     session = requests.Session()
+    if auth:
+        session.auth = READER
 
     def get(path: str, params: dict | None = None):
         def call(_: int) -> None:
@@ -83,6 +94,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=30, help="requests per page")
     parser.add_argument("--quick", action="store_true", help="smaller registry, 3 requests per page, one-worker servers (CI)")
+    parser.add_argument("--auth", action="store_true",
+                        help="--app-name prompt-alias-auth, every page as a non-admin user one prompt is hidden from")
     parser.add_argument("--sizes", default="10:50,500:5000,100000:1000000",
                         help="registries as PROMPTS:EVENTS, comma-separated, the smallest first")  # fmt: skip
     args = parser.parse_args()
@@ -96,9 +109,12 @@ def main() -> None:
                 fill_journal(uri, BUSY, events - 50 + (events % 2))
             _add_events(uri, min(events, 50))
 
-        with plugin_server(prompts, prepare, workers=1 if args.quick else 2) as (_, url):
-            rows += measure(url, f"{prompts:,} prompts, {events:,} events", prompts, repeat)
-    print(f"\n== web page, {repeat} requests per page; ms per request ==")
+        with plugin_server(prompts, prepare, workers=1 if args.quick else 2, auth=args.auth) as (_, url):
+            if args.auth:
+                _hide_one_prompt(url, name_of(1))
+            rows += measure(url, f"{prompts:,} prompts, {events:,} events", prompts, repeat, args.auth)
+    who = ", prompt-alias-auth, a non-admin user one prompt is hidden from" if args.auth else ""
+    print(f"\n== web page{who}, {repeat} requests per page; ms per request ==")
     print_table(["registry", "page", "median", "p95"], rows)
     per_size = len(rows) // len(sizes)
     smallest = rows[:per_size]

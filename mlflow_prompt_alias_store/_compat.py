@@ -232,6 +232,8 @@ REQUIREMENTS: tuple[Requirement, ...] = (
                 lambda: _takes("mlflow.server.fastapi_app", "create_fastapi_app", "flask_app"), "server"),
     Requirement("auth_read_predicate", "mlflow.server.auth._rm_or_prompt_read_predicate", (3, 13),
                 lambda: _has("mlflow.server.auth", "_rm_or_prompt_read_predicate"), "auth"),
+    Requirement("auth_read_scope", "mlflow.server.auth._get_resource_read_scope_for_user", (3, 18),
+                lambda: _has("mlflow.server.auth", "_get_resource_read_scope_for_user"), "auth"),
 )  # fmt: skip
 _REQUIREMENTS_BY_KEY = {r.key: r for r in REQUIREMENTS}
 
@@ -665,3 +667,36 @@ def auth_read_predicate(auth, username: str):
     }
     default = get_permission(auth.auth_config.default_permission).can_read
     return lambda name, is_prompt: granted.get(name, default)
+
+
+def auth_read_scope(auth, username: str) -> tuple[frozenset[str], bool] | None:
+    """The prompts a non-admin ``username`` may read, as a filter on names that the database
+    can apply: ``(names, True)``, only those; ``(names, False)``, every prompt but those;
+    ``None`` where this release offers no such filter (then ``auth_read_predicate``, name by
+    name). It agrees with ``auth_read_predicate`` on every prompt.
+
+    Before 3.13 the predicate is the user's registered-model permissions by name, else the
+    default permission: the names whose permission differs from the default's are the
+    filter. 3.13 to 3.17 decide by role grants with no filter to ask for. 3.18 builds one
+    (``_get_resource_read_scope_for_user``, what its own searches are narrowed by); an empty
+    name in it stands for no prompt."""
+    from mlflow.server.auth.permissions import get_permission
+
+    minor = mlflow_minor()
+    if minor < (3, 13):
+        default = get_permission(auth.auth_config.default_permission).can_read
+        differ = frozenset(
+            p.name
+            for p in auth.store.list_registered_model_permissions(username)
+            if get_permission(p.permission).can_read != default
+        )
+        return differ, not default
+    if minor < (3, 18):
+        return None
+    scope_of = getattr(auth, "_get_resource_read_scope_for_user", None)
+    if scope_of is None:  # (``verify`` refused this release at the app's creation)
+        raise IncompatibleMlflowError(_REQUIREMENTS_BY_KEY["auth_read_scope"].what)
+    scope = scope_of(username, "prompt")
+    if scope.comparator is None:
+        return frozenset(), False
+    return frozenset(scope.resource_ids) - {""}, scope.comparator == "IN"

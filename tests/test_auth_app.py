@@ -252,6 +252,60 @@ def test_lists_show_only_readable_prompts(server, principal):
     assert f"Signed in as <b>{principal}</b>" in page
 
 
+def _index(url: str, principal: str, page: int) -> tuple[list[str], str]:
+    """The names one page of the index shows a user, and its count line."""
+    import re
+
+    response = send(url, principal, "GET", routes.PAGE, {"page": str(page)})
+    assert response.status_code == 200, response.text
+    count = re.search(r'id="prompt-count">([^<]*)<', response.text)[1]
+    return re.findall(r'<td><a href="[^"]*prompt\?[^"]*">([^<]*)</a></td>', response.text), count
+
+
+@pytest.mark.every_minor
+def test_the_index_pages_exactly_the_prompts_a_user_may_read(server):
+    """A user some prompts are hidden from gets, page by page, exactly the prompts granted to
+    them, counted: paged in the database by the names MLflow's permissions name (granted, or
+    with 3.18's wildcard grant, denied) where the release says which, filtered name by name
+    where it does not (3.13 to 3.17). The expected lists come from the grants made, not from MLflow."""
+    from mlflow.server import get_app_client
+
+    import mlflow.genai
+
+    from mlflow_prompt_alias_store._compat import mlflow_minor
+
+    url, uri = server
+    names = [f"index_{i:02d}" for i in range(56)]
+    mlflow.set_tracking_uri(uri)  # registered directly: the server shares the database
+    for name in names:
+        mlflow.genai.register_prompt(name=name, template="Answer: {{question}}")
+    with mock.patch.dict(os.environ, {"MLFLOW_TRACKING_USERNAME": ADMIN[0], "MLFLOW_TRACKING_PASSWORD": ADMIN[1]}):
+        client = get_app_client("prompt-alias-auth", tracking_uri=url)
+        client.create_user("paged", PASSWORD)
+        granted = names[1:53]  # 52: one page and two
+        for name in granted:
+            grant(client, "paged", name, "READ")
+        wildcard = mlflow_minor() >= (3, 18)  # a wildcard grant with named denials (DENY: 3.18)
+        if wildcard:  # every prompt but those denied
+            client.create_user("denied", PASSWORD)
+            client.grant_user_permission("denied", "prompt", "*", "READ")
+            for name in (A, names[0], names[30]):
+                client.grant_user_permission("denied", "prompt", name, "DENY")
+    cheap_password_hashes(Path(uri.removeprefix("prompt-alias+sqlite:///")).parent / "basic_auth.db",
+                          paged=PASSWORD, denied=PASSWORD)  # fmt: skip
+
+    assert _index(url, "paged", 1) == (granted[:50], "52 prompts")
+    assert _index(url, "paged", 2) == (granted[50:], "52 prompts")
+    assert _index(url, "paged", 9) == (granted[50:], "52 prompts")  # past the last: the last
+    if wildcard:
+        from mlflow_prompt_alias_store import PromptAliasRegistryStore
+
+        visible = [n for n in PromptAliasRegistryStore(uri).list_prompt_names() if n not in (A, names[0], names[30])]
+        assert len(visible) > 50
+        assert _index(url, "denied", 1) == (visible[:50], f"{len(visible)} prompts")
+        assert _index(url, "denied", 2) == (visible[50:], f"{len(visible)} prompts")
+
+
 @pytest.mark.every_minor
 def test_change_feed_shows_only_readable_prompts(server):
     """Every prompt's feed, waiting for events: each user gets the events of the prompts they

@@ -303,8 +303,13 @@ def test_a_fastapi_wrapper_without_flask_app_is_refused_not_skipped(monkeypatch)
     _refused("native_routes", lambda: create_app(Flask(__name__)))
 
 
-@_needs((3, 13))
-def test_a_renamed_auth_read_rule_is_refused_not_skipped(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("key", "name", "read"), [
+    pytest.param("auth_read_predicate", "_rm_or_prompt_read_predicate", _compat.auth_read_predicate,
+                 marks=_needs((3, 13)), id="read rule"),
+    pytest.param("auth_read_scope", "_get_resource_read_scope_for_user", _compat.auth_read_scope,
+                 marks=_needs((3, 18)), id="read scope"),
+])  # fmt: skip
+def test_a_renamed_auth_read_name_is_refused_not_skipped(monkeypatch, tmp_path, key, name, read):
     from flask import Flask
 
     monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(_auth_config(tmp_path)))
@@ -312,9 +317,9 @@ def test_a_renamed_auth_read_rule_is_refused_not_skipped(monkeypatch, tmp_path):
 
     from mlflow_prompt_alias_store._server.auth import create_app
 
-    monkeypatch.delattr(auth, "_rm_or_prompt_read_predicate")
-    _refused("auth_read_predicate", lambda: create_app(Flask(__name__)))
-    _refused("auth_read_predicate", lambda: _compat.auth_read_predicate(auth, "reader"))
+    monkeypatch.delattr(auth, name)
+    _refused(key, lambda: create_app(Flask(__name__)))
+    _refused(key, lambda: read(auth, "reader"))
 
 
 @_needs((3, 13))

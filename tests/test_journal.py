@@ -470,8 +470,27 @@ def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
                             lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
     for offset, limit in ((0, 2), (2, 2), (4, 2), (5, 2), (0, 50)):
         assert store.prompt_name_page(offset, limit) == (names[offset : offset + limit], 5)
+    from mlflow_prompt_alias_store._store import history
+
+    # A user some prompts are hidden from: only the names granted, or all but those denied,
+    # matched exactly (MySQL's default collation ignores case: "P2" is not "p2").
+    def only(*names_granted):
+        return frozenset(names_granted), True
+
+    def but(*names_denied):
+        return frozenset(names_denied), False
+
+    assert store.prompt_name_page(0, 50, only("p3", "p1", "ghost", "a-model")) == (["p1", "p3"], 2)
+    assert store.prompt_name_page(1, 1, only("p3", "p1")) == (["p3"], 2)
+    assert store.prompt_name_page(0, 50, only("P2")) == ([], 0)
+    assert store.prompt_name_page(0, 50, only()) == ([], 0)
+    assert store.prompt_name_page(0, 50, but("p0", "P4", "ghost")) == (["p1", "p2", "p3", "p4"], 4)
+    assert store.prompt_name_page(3, 2, but("p0")) == (["p4"], 4)
+    assert store.prompt_name_page(0, 50, but()) == (names, 5)
     pages = [s for s in statements if "registered_model_tags" in s and "count(" not in s.lower()]
     assert pages and all("LIMIT" in s.upper() for s in pages)
+    with pytest.raises(ValueError, match="at most"):
+        store.prompt_name_page(0, 50, only(*(f"n{i}" for i in range(history.NAMES_PER_STATEMENT + 1))))
 
 
 # Names whose casefold differs from ASCII lowercasing (ß is "ss", the ligature ﬁ "fi", the Kelvin

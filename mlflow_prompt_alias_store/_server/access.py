@@ -25,9 +25,11 @@ class Access(Protocol):
         """Those of ``names`` (prompts or models; ``all_prompts``: every one a prompt, as
         ``list_prompt_names`` reads them) the user may read."""
 
-    def reads_all(self) -> bool:
-        """Whether the user may read every prompt (the page then pages the prompts in SQL,
-        not by filtering all their names)."""
+    def read_scope(self) -> tuple[frozenset[str], bool] | None:
+        """The prompts the user may read as a filter on names, for the page to page them in
+        the database: ``(names, True)``, only those; ``(names, False)``, all but those (every
+        prompt: no name); ``None``, no such filter (the page then filters every name with
+        ``readable``)."""
 
     def can_set_alias(self, name: str) -> bool:
         """Whether the user may set and roll back the aliases of ``name``."""
@@ -43,8 +45,8 @@ class _Open:
     def readable(self, names: Iterable[str], *, all_prompts: bool = False) -> set[str]:
         return set(names)
 
-    def reads_all(self) -> bool:
-        return True
+    def read_scope(self) -> tuple[frozenset[str], bool] | None:
+        return frozenset(), False
 
     def can_set_alias(self, name: str) -> bool:
         return True

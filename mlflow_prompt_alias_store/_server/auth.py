@@ -38,7 +38,13 @@ from mlflow.server.handlers import _add_static_prefix
 from mlflow.utils.rest_utils import _REST_API_PATH_PREFIX, extract_api_info_for_service
 
 from mlflow_prompt_alias_store import _routes as routes
-from mlflow_prompt_alias_store._compat import asgi_app, auth_read_predicate, authenticated_user, verify
+from mlflow_prompt_alias_store._compat import (
+    asgi_app,
+    auth_read_predicate,
+    auth_read_scope,
+    authenticated_user,
+    verify,
+)
 from mlflow_prompt_alias_store._server import access, web
 from mlflow_prompt_alias_store._server.app import add_native_reads, extend
 from mlflow_prompt_alias_store._server.context import registry_store
@@ -195,8 +201,10 @@ class _MlflowAccess:
         can_read = auth_read_predicate(self._auth, self.user())
         return {name for name in names if can_read(name, name in prompts)}
 
-    def reads_all(self) -> bool:
-        return self.is_admin()
+    def read_scope(self) -> tuple[frozenset[str], bool] | None:
+        if self.is_admin():
+            return frozenset(), False
+        return auth_read_scope(self._auth, self.user())
 
     def can_set_alias(self, name: str) -> bool:
         # Stock's validator reads the prompt's name from the request, as it does for stock's

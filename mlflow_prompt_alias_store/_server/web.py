@@ -30,6 +30,7 @@ from mlflow.utils.time import get_current_time_millis
 from mlflow_prompt_alias_store import _routes as routes
 from mlflow_prompt_alias_store._server import access
 from mlflow_prompt_alias_store._server.context import registry_store as _store
+from mlflow_prompt_alias_store._store.history import NAMES_PER_STATEMENT
 from mlflow_prompt_alias_store._text import printable, prompt_words
 
 _logger = logging.getLogger(__name__)
@@ -277,21 +278,27 @@ def _html_errors(view):
 @_html_errors
 def index() -> Response:
     """Every prompt the user may read with its aliases, ``PROMPTS_PER_PAGE`` a page; ``q``
-    keeps the names that contain it (case-insensitive). A user who reads every prompt gets
-    one page of names and their count from the database; a search (narrowed in the database
-    where it can be), or a user some prompts are hidden from, filters the names (one
+    keeps the names that contain it (case-insensitive). Without a search, one page of names
+    and their count come from the database, narrowed by the names the permission model
+    names (``Access.read_scope``: the prompts granted, or those denied); the shown names are
+    then checked one by one too, so a filter that disagreed with MLflow's checks could only
+    hide a prompt, never show one. A search (narrowed in the database where it can be), or
+    a permission model with no such filter (MLflow 3.13 to 3.17), filters every name (one
     statement). Then one statement reads the shown prompts' aliases: no read per prompt,
     whatever the registry's size."""
     store = _store()
     viewer = access.current()
     search = request.args.get("q", "").strip()
-    if not search and viewer.reads_all():
+    scope = None if search else viewer.read_scope()
+    if scope is not None and len(scope[0]) <= NAMES_PER_STATEMENT:
         number = _requested_page()
-        shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE)
+        shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE, scope)
         pages = _page_count(total, PROMPTS_PER_PAGE)
         if number > pages:  # beyond the last page: the last page
             number = pages
-            shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE)
+            shown, total = store.prompt_name_page((number - 1) * PROMPTS_PER_PAGE, PROMPTS_PER_PAGE, scope)
+        readable = viewer.readable(shown, all_prompts=True)  # each as MLflow checks it
+        shown = [n for n in shown if n in readable]
     else:
         names = store.list_prompt_names(containing=search or None)
         if search:

@@ -226,13 +226,26 @@ class JournalReadsMixin:
             )
             return [row.to_mlflow_entity() for row in rows]
 
-    def prompt_name_page(self, offset: int, limit: int) -> tuple[list[str], int]:
+    def prompt_name_page(
+        self, offset: int, limit: int, scope: tuple[frozenset[str], bool] = (frozenset(), False)
+    ) -> tuple[list[str], int]:
         """``limit`` prompt names from ``offset`` in name order, and how many prompts there
-        are: one page of the index without reading every name."""
+        are: one page of the index without reading every name. ``scope``, ``(names, only)``:
+        the prompts to page, ``only`` those names or every prompt but them (at most
+        ``NAMES_PER_STATEMENT`` names)."""
+        names, only = scope
+        if len(names) > NAMES_PER_STATEMENT:
+            raise ValueError(f"a scope of {len(names)} names: at most {NAMES_PER_STATEMENT}")
         with self.ManagedSessionMaker() as session:
             prompts = scoped_query(self, session, SqlRegisteredModelTag).filter(
                 SqlRegisteredModelTag.key == IS_PROMPT_TAG_KEY, SqlRegisteredModelTag.value == "true"
             )
+            if only or names:
+                named = SqlRegisteredModelTag.name.in_(sorted(names))
+                if session.get_bind().dialect.name == "mysql":  # exactly: not by the collation's case
+                    binary = sqlalchemy.cast(SqlRegisteredModelTag.name, sqlalchemy.LargeBinary)
+                    named = binary.in_(sorted(n.encode() for n in names))
+                prompts = prompts.filter(named if only else ~named)
             total = prompts.with_entities(func.count()).scalar()
             rows = (
                 prompts.with_entities(SqlRegisteredModelTag.name)
