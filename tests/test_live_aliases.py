@@ -377,12 +377,18 @@ def test_server_feed_answers_bad_input_400_and_waits_without_events(server):
 def test_cli_watch_prints_events_and_resumes_from_a_cursor(server):
     url, _ = server
     cli = [str(Path(sys.executable).with_name("mlflow-prompt-alias")), "watch", "qa", "--tracking-uri", url]
-    proc = subprocess.Popen([*cli, "--output", "json", "--timeout", "20"], stdout=subprocess.PIPE, text=True)
+    # --timeout: longer than the writer can take to start on a loaded machine (its MLflow import
+    # took over 20 s beside a CI lane, and a watch that had given up printed nothing); the
+    # watch is stopped once it has printed the two events.
+    proc = subprocess.Popen([*cli, "--output", "json", "--timeout", "120"], stdout=subprocess.PIPE, text=True)
     time.sleep(1.5)  # the command is up (it needs no MLflow import against a server)
     _writer(url, "mlflow.genai.set_prompt_alias('qa', 'production', 2); mlflow.genai.set_prompt_alias('qa', 'production', 3)")
-    lines = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    printed = [proc.stdout.readline() for _ in range(2)]
+    ended = proc.poll()  # (an empty line: the watch has ended)
     proc.kill()
     proc.wait()
+    assert all(printed), f"the watch ended (exit {ended}) after printing {printed}"
+    lines = [json.loads(line) for line in printed]
     assert [(line["event"]["from_version"], line["event"]["to_version"]) for line in lines] == [(1, 2), (2, 3)]
     resumed = subprocess.run([*cli, "--since", lines[0]["cursor"], "--timeout", "3"],
                              capture_output=True, text=True, timeout=60)  # fmt: skip
