@@ -267,7 +267,8 @@ def test_the_index_pages_exactly_the_prompts_a_user_may_read(server):
     """A user some prompts are hidden from gets, page by page, exactly the prompts granted to
     them, counted: paged in the database by the names MLflow's permissions name (granted, or
     with 3.18's wildcard grant, denied) where the release says which, filtered name by name
-    where it does not (3.13 to 3.17). The expected lists come from the grants made, not from MLflow."""
+    where it does not (3.13 to 3.17). The expected lists come from the grants made, not from
+    MLflow."""
     from mlflow.server import get_app_client
 
     import mlflow.genai
