@@ -468,8 +468,16 @@ def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
     statements = []
     sqlalchemy.event.listen(store.engine, "before_cursor_execute",
                             lambda conn, cursor, statement, *a: statements.append(statement))  # fmt: skip
-    for offset, limit in ((0, 2), (2, 2), (4, 2), (5, 2), (0, 50)):
-        assert store.prompt_name_page(offset, limit) == (names[offset : offset + limit], 5)
+    for offset in range(7):
+        for limit in (1, 2, 3, 50):
+            assert store.prompt_name_page(offset, limit) == (names[offset : offset + limit], 5), (offset, limit)
+    # A page in the later half is read from the end (the last page costs what the first
+    # does): p3 and p4 in reverse, p0 and p1 forward.
+    statements.clear()
+    for offset in (3, 0):
+        store.prompt_name_page(offset, 2)
+    reads = [s.upper() for s in statements if "registered_model_tags" in s and "count(" not in s.lower()]
+    assert [" DESC" in s for s in reads] == [True, False], reads
     from mlflow_prompt_alias_store._store import history
 
     # A user some prompts are hidden from: only the names granted, or all but those denied,
@@ -486,6 +494,10 @@ def test_the_indexs_pages_of_prompt_names_equal_the_sorted_names(plugin_uri):
     assert store.prompt_name_page(0, 50, only()) == ([], 0)
     assert store.prompt_name_page(0, 50, but("p0", "P4", "ghost")) == (["p1", "p2", "p3", "p4"], 4)
     assert store.prompt_name_page(3, 2, but("p0")) == (["p4"], 4)
+    for offset in range(5):
+        for limit in (1, 2, 3):
+            assert store.prompt_name_page(offset, limit, but("p2")) == (["p0", "p1", "p3", "p4"][offset : offset + limit], 4)
+            assert store.prompt_name_page(offset, limit, only("p1", "p2", "p4")) == (["p1", "p2", "p4"][offset : offset + limit], 3)
     assert store.prompt_name_page(0, 50, but()) == (names, 5)
     pages = [s for s in statements if "registered_model_tags" in s and "count(" not in s.lower()]
     assert pages and all("LIMIT" in s.upper() for s in pages)

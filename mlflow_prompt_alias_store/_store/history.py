@@ -247,10 +247,18 @@ class JournalReadsMixin:
                     named = binary.in_(sorted(n.encode() for n in names))
                 prompts = prompts.filter(named if only else ~named)
             total = prompts.with_entities(func.count()).scalar()
-            rows = (
-                prompts.with_entities(SqlRegisteredModelTag.name)
-                .order_by(SqlRegisteredModelTag.name).offset(offset).limit(limit)
-            )  # fmt: skip
+            if offset >= total or limit <= 0:
+                return [], total
+            named = prompts.with_entities(SqlRegisteredModelTag.name)
+            # A page in the later half is read from the end, in reverse: the database steps
+            # over at most half the names, and the last page costs what the first does.
+            # (A name is unique among the prompts in a store's scope, on MySQL too, where
+            # the collation that orders the names is the one that keeps them unique.)
+            if 2 * offset + min(limit, total - offset) > total:
+                count = min(limit, total - offset)
+                rows = named.order_by(SqlRegisteredModelTag.name.desc()).offset(total - offset - count).limit(count)
+                return [row.name for row in rows][::-1], total
+            rows = named.order_by(SqlRegisteredModelTag.name).offset(offset).limit(limit)
             return [row.name for row in rows], total
 
     def prompt_names(self, names: set[str]) -> set[str]:
