@@ -120,6 +120,14 @@ def test_adoption_benchmark_runs():
                      r"db check passes$", out, flags=re.MULTILINE), out  # fmt: skip
 
 
+def test_bulk_benchmark_runs(postgres_databases):
+    out = _run("benchmarks.bulk_bench", "--postgres-url", postgres_databases.url("test"))
+    for n, events in ((200, (201, 400)), (2000, (2001, 4000))):
+        for what, count in ((f"{n:,} changes of one prompt", events[0]), (f"{n:,} prompts, one change each", events[1])):
+            assert re.search(rf"^bulk postgresql {what} in one transaction: stock [0-9.]+ s, plugin [0-9.]+ s "
+                             rf"\([0-9.]+x stock's time\), journal exact \({count:,} events\)$", out, flags=re.MULTILINE), out  # fmt: skip
+
+
 @pytest.mark.parametrize("uri", [pytest.param("sqlite_uri", id="sqlite"),
                                  pytest.param("postgres_uri", id="postgresql", marks=pytest.mark.postgres),
                                  pytest.param("mysql_uri", id="mysql", marks=pytest.mark.mysql)])  # fmt: skip
