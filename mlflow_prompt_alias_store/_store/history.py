@@ -254,8 +254,8 @@ class JournalReadsMixin:
             # over at most half the names, and the last page costs what the first does.
             # (A name is unique among the prompts in a store's scope, on MySQL too, where
             # the collation that orders the names is the one that keeps them unique.)
-            if 2 * offset + min(limit, total - offset) > total:
-                count = min(limit, total - offset)
+            count = min(limit, total - offset)  # the names on this page
+            if 2 * offset + count > total:
                 rows = named.order_by(SqlRegisteredModelTag.name.desc()).offset(total - offset - count).limit(count)
                 return [row.name for row in rows][::-1], total
             rows = named.order_by(SqlRegisteredModelTag.name).offset(offset).limit(limit)
